@@ -1,0 +1,73 @@
+"""The ``moex`` command line. Each subcommand is a thin wrapper over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .model.config import BACKBONES, MLP_PRESETS, ConfigError, make_config, parse_overrides
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed without a traceback, exit code 2."""
+
+
+# model ------------------------------------------------------------------------------------------
+def cmd_model_summary(args: argparse.Namespace) -> None:
+    import torch
+
+    from .model.gpt import GPT
+    from .model.summary import format_summary, summarize
+
+    cfg = make_config(args.preset, args.mlp, **parse_overrides(args.set))
+    with torch.device("meta"):
+        model = GPT(cfg)
+    s = summarize(model)
+    print(json.dumps(s, indent=2) if args.json else format_summary(s))
+
+
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="inspect model configurations")
+    msub = p.add_subparsers(dest="model_cmd", required=True)
+    s = msub.add_parser("summary", help="total and activated parameter counts, per-layer layout")
+    s.add_argument("--preset", default="chess-8l", help=f"backbone: {', '.join(BACKBONES)}")
+    s.add_argument("--mlp", default=None, help=f"MLP preset or kind: {', '.join(MLP_PRESETS)}")
+    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. n_experts=16")
+    s.add_argument("--json", action="store_true", help="print JSON (keys total_params, active_params, layers)")
+    s.set_defaults(func=cmd_model_summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moex", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    add_model_commands(sub)
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list:
+    """Subcommand registrars of the other packages, imported lazily so ``moex --help`` stays fast."""
+    from .data.cli import add_data_commands
+
+    return [add_data_commands]
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    _EXTRA_COMMANDS[:] = _extra_commands()
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (UserError, ConfigError, FileNotFoundError) as e:
+        print(f"moex: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

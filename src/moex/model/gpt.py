@@ -1,0 +1,139 @@
+"""GPT-2-style decoder: pre-LayerNorm blocks, learned positions, causal SDPA attention, pluggable MLP."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import ModelConfig
+from .mlp import WideCode, build_mlp
+
+
+@dataclass
+class GPTOutput:
+    logits: Tensor
+    loss: Tensor | None  # mean next-token cross-entropy (targets == -1 ignored)
+    aux_loss: Tensor  # sum of the MoE layers' load-balance losses (0 for dense models)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (u.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for u in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.mlp = build_mlp(cfg)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        x = x + self.attn(self.ln_1(x))
+        y, aux = self.mlp(self.ln_2(x))
+        return x + y, aux
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.ctx, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer).
+        std = 0.02 / math.sqrt(2 * cfg.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight") or name.endswith("w_dec"):
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def embed(self, idx: Tensor) -> Tensor:
+        t = idx.shape[1]
+        if t > self.cfg.ctx:
+            raise ValueError(f"sequence of length {t} exceeds the model's context {self.cfg.ctx}")
+        pos = torch.arange(t, device=idx.device)
+        return self.drop(self.wte(idx) + self.wpe(pos))
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> GPTOutput:
+        x = self.embed(idx)
+        aux_total = x.new_zeros((), dtype=torch.float32)
+        for block in self.h:
+            x, aux = block(x)
+            if aux is not None:
+                aux_total = aux_total + aux
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
+        return GPTOutput(logits, loss, aux_total)
+
+    # interpretability access ----------------------------------------------------------------------
+    def residual(self, idx: Tensor, layer: int) -> Tensor:
+        """Residual stream after block ``layer`` (0-based): (B, T, d)."""
+        self._check_layer(layer)
+        x = self.embed(idx)
+        for block in self.h[: layer + 1]:
+            x, _ = block(x)
+        return x
+
+    def mlp_input(self, idx: Tensor, layer: int) -> Tensor:
+        """The normalised input that block ``layer``'s MLP sees: (B, T, d)."""
+        self._check_layer(layer)
+        x = self.residual(idx, layer - 1) if layer > 0 else self.embed(idx)
+        block = self.h[layer]
+        x = x + block.attn(block.ln_1(x))
+        return block.ln_2(x)
+
+    def mlp_code(self, idx: Tensor, layer: int, dense: bool = False) -> WideCode | Tensor:
+        """The wide-sparse code z of block ``layer``'s MLP for every token of ``idx`` (B*T rows).
+
+        Dense MLPs: their hidden units (what W_out multiplies). MoE: z = concat(w_j z^(j)) of width M*D,
+        zero for unselected experts. Sparse ``WideCode`` by default; ``dense=True`` gives (B*T, M*D).
+        In both cases ``self.h[layer].mlp.decode(code)`` equals the MLP's output.
+        """
+        code = self.h[layer].mlp.code(self.mlp_input(idx, layer))
+        return code.to_dense() if dense else code
+
+    def _check_layer(self, layer: int) -> None:
+        if not 0 <= layer < self.cfg.n_layer:
+            raise ValueError(f"layer {layer} out of range: the model has layers 0..{self.cfg.n_layer - 1}")
+
+    def moe_layers(self) -> list[nn.Module]:
+        from .moe import MoE
+
+        return [b.mlp for b in self.h if isinstance(b.mlp, MoE)]

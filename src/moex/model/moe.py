@@ -1,0 +1,186 @@
+"""MoE layer: M experts f_j(x) = W_dec^(j) act(W_enc^(j) x), top-k routing, no token dropping.
+
+Routers (METHODS sec 1):
+- ``linear`` (Switch): l = W_g x.
+- ``sparsity`` (MoE-X): from the column statistics of each expert's W_enc, l_j = -erf(mu_h / (sqrt2 s_h)),
+  a monotone decreasing function of the expected number of active units D * Phi(mu_h / s_h).
+  The statistics are not detached, so the gate regularises W_enc towards sparsity.
+Gate weights: w = Softmax(TopK(l)). Dispatch sorts the (token, expert) pairs by expert and runs one
+grouped matmul per weight matrix (``torch.nn.functional.grouped_mm``), or, on the reference path,
+one matmul per contiguous slice. Both give the same result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import ModelConfig
+from .mlp import WideCode
+
+
+class LinearRouter(nn.Module):
+    """Switch router: logits = W_g x."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w_g = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+
+    def forward(self, x: Tensor, w_enc: Tensor) -> Tensor:
+        return self.w_g(x).float()
+
+
+class SparsityRouter(nn.Module):
+    """MoE-X sparsity-aware router. Parameter-free: it reads the experts' encoders."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.eps = cfg.router_eps
+        self.literal = cfg.router_std == "literal"
+
+    def moments(self, x: Tensor, w_enc: Tensor) -> tuple[Tensor, Tensor]:
+        """mu_h and s_h of every expert's pre-activations for each token: two (N, M) tensors.
+
+        ``w_enc`` is (M, d, D); the statistics are over its D columns, once per call (not per token).
+        """
+        w = w_enc.float()
+        mu = w.mean(dim=-1)  # (M, d)
+        var = w.var(dim=-1, unbiased=False)  # (M, d)
+        x = x.float()
+        mu_h = x @ mu.T
+        s2 = (x * x) @ var.T
+        s_h = s2 + self.eps if self.literal else torch.sqrt(s2 + self.eps)
+        return mu_h, s_h
+
+    def forward(self, x: Tensor, w_enc: Tensor) -> Tensor:
+        mu_h, s_h = self.moments(x, w_enc)
+        return -torch.erf(mu_h / (math.sqrt(2.0) * s_h))
+
+    def expected_l0(self, x: Tensor, w_enc: Tensor) -> Tensor:
+        """D * Phi(mu_h / s_h): the estimated number of active ReLU units per (token, expert)."""
+        mu_h, s_h = self.moments(x, w_enc)
+        return w_enc.shape[-1] * 0.5 * (1.0 + torch.erf(mu_h / (math.sqrt(2.0) * s_h)))
+
+
+def load_balance_loss(logits: Tensor, coef: float) -> Tensor:
+    """Switch load-balance loss: coef * M * sum_i f_i P_i (METHODS sec 1).
+
+    f_i: fraction of tokens whose argmax router probability is expert i; P_i: mean router probability
+    (softmax over all experts) of expert i.
+    """
+    n, m = logits.shape
+    probs = torch.softmax(logits.float(), dim=-1)
+    f = torch.bincount(probs.argmax(dim=-1), minlength=m).float() / n
+    return coef * m * (f * probs.mean(dim=0)).sum()
+
+
+def grouped_supported(x: Tensor, *weights: Tensor) -> bool:
+    """True where torch's grouped matmul takes these operands: CPU (fp32/bf16) or CUDA bf16, 16-byte rows."""
+    if not hasattr(F, "grouped_mm"):
+        return False
+    if x.device.type == "cuda" and x.dtype != torch.bfloat16:
+        return False
+    if x.device.type not in ("cpu", "cuda"):
+        return False
+    align = 16 // x.element_size()
+    return all(w.shape[-1] % align == 0 and w.shape[-2] % align == 0 for w in weights)
+
+
+def expert_matmul(a: Tensor, w: Tensor, counts: Tensor, grouped: bool) -> Tensor:
+    """Rows of ``a`` sorted by expert, ``counts[j]`` rows for expert j: returns a_j @ w[j] stacked."""
+    if grouped:
+        offs = torch.cumsum(counts, 0).to(torch.int32)
+        return F.grouped_mm(a, w.to(a.dtype), offs=offs)
+    outs = [part @ w[j].to(a.dtype) for j, part in enumerate(torch.split(a, counts.tolist()))]
+    return torch.cat(outs, dim=0)
+
+
+class MoE(nn.Module):
+    """Mixture of M experts of width D with top-k routing; read as one wide sparse MLP of width M*D."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_experts = cfg.n_experts
+        self.top_k = cfg.moe_top_k
+        self.d_expert = cfg.expert_width
+        self.act = F.relu if cfg.expert_act == "relu" else F.gelu
+        self.aux_coef = cfg.aux_loss_coef
+        self.dispatch = cfg.moe_dispatch
+        # (M, d, D) and (M, D, d): the layouts grouped_mm takes as ``x @ w[j]``.
+        self.w_enc = nn.Parameter(torch.empty(cfg.n_experts, cfg.d_model, self.d_expert))
+        self.w_dec = nn.Parameter(torch.empty(cfg.n_experts, self.d_expert, cfg.d_model))
+        self.router = SparsityRouter(cfg) if cfg.router == "sparsity" else LinearRouter(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.track_stats = True
+        self.last_stats: dict[str, Tensor] = {}
+        nn.init.normal_(self.w_enc, std=0.02)
+        nn.init.normal_(self.w_dec, std=0.02)
+
+    # routing ------------------------------------------------------------------------------------
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x (N, d) -> (logits (N, M), selected experts (N, k), gate weights (N, k))."""
+        logits = self.router(x, self.w_enc)
+        top, experts = logits.topk(self.top_k, dim=-1)
+        return logits, experts, torch.softmax(top, dim=-1)
+
+    def use_grouped(self, x: Tensor) -> bool:
+        if self.dispatch == "loop":
+            return False
+        ok = grouped_supported(x, self.w_enc, self.w_dec)
+        if self.dispatch == "grouped" and not ok:
+            raise RuntimeError(
+                f"moe_dispatch='grouped' is not supported for {x.dtype} on {x.device} with these widths"
+            )
+        return ok
+
+    def _experts(self, x: Tensor, experts: Tensor, gates: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Sorted dispatch. Returns y (N, d), the hidden units z (N*k, D) and gated z in slot order
+        (token n's s-th expert at row n*k+s), and tokens per expert."""
+        n, k = experts.shape
+        flat = experts.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        counts = torch.bincount(flat, minlength=self.n_experts)
+        if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+            x = x.to(torch.get_autocast_dtype("cuda"))
+        grouped = self.use_grouped(x)
+        xs = x[order // k]
+        z = self.act(expert_matmul(xs, self.w_enc, counts, grouped))
+        gated = z * gates.reshape(-1)[order, None].to(z.dtype)
+        ys = expert_matmul(gated, self.w_dec, counts, grouped)
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(order.numel(), device=order.device)
+        y = ys[inv].reshape(n, k, -1).sum(dim=1)
+        return y, z[inv], gated[inv], counts
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, T, d) -> (y (B, T, d), load-balance loss)."""
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        logits, experts, gates = self.route(x2)
+        y, z, _, counts = self._experts(x2, experts, gates)
+        aux = load_balance_loss(logits, self.aux_coef)
+        if self.track_stats:
+            with torch.no_grad():
+                probs = torch.softmax(logits.detach(), dim=-1)
+                self.last_stats = {
+                    "tokens_per_expert": counts.detach().float(),
+                    "l0": (z.detach() != 0).sum(dim=-1).float().mean(),
+                    "router_entropy": -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean(),
+                    "aux_loss": aux.detach(),
+                }
+        return self.dropout(y.reshape(shape).to(x.dtype)), aux
+
+    # wide-sparse view ----------------------------------------------------------------------------
+    def code(self, x: Tensor) -> WideCode:
+        x2 = x.reshape(-1, x.shape[-1])
+        _, experts, gates = self.route(x2)
+        _, _, gated, _ = self._experts(x2, experts, gates)
+        return WideCode(gated.reshape(x2.shape[0], self.top_k, self.d_expert), experts, self.n_experts)
+
+    def decode(self, code: WideCode) -> Tensor:
+        """y = W_dec z with W_dec the concatenation of the expert decoders."""
+        return code.to_dense() @ self.w_dec.reshape(-1, self.w_dec.shape[-1]).to(code.values.dtype)
