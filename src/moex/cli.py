@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import MoexError
 from .model.config import BACKBONES, MLP_PRESETS, ConfigError, make_config, parse_overrides
 
 
-class UserError(Exception):
+class UserError(MoexError):
     """An error caused by the user's input: printed without a traceback, exit code 2."""
 
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UserError, ConfigError, FileNotFoundError) as e:
+    except (MoexError, FileNotFoundError) as e:
         print(f"moex: error: {e}", file=sys.stderr)
         return 2
     return 0

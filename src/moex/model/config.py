@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import MoexError
+
 MLP_KINDS = ("gelu", "relu", "topk", "geglu", "solu", "moe")
 ROUTERS = ("linear", "sparsity")
 EXPERT_ACTS = ("relu", "gelu")
 
 
-class ConfigError(ValueError):
+class ConfigError(MoexError):
     """A configuration that cannot be built: unknown key, preset or value."""
 
 

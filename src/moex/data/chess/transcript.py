@@ -1,0 +1,61 @@
+"""Game transcripts: ``;1.e4 e5 2.Nf3 Nc6 ...`` (SAN, no space after a move number, no result).
+
+One parser and one writer, shared by import, self-play and the board-state labels.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator
+
+import chess
+
+from ...errors import MoexError
+
+_MOVE_NUMBER = re.compile(r"^\d+\.")
+
+
+class TranscriptError(MoexError):
+    """A transcript that does not replay: unparsable or illegal move."""
+
+
+def moves_to_transcript(moves: Iterable[chess.Move], board: chess.Board | None = None) -> str:
+    """Moves from the initial position -> transcript (with the leading ``;``)."""
+    board = board or chess.Board()
+    parts = []
+    for move in moves:
+        san = board.san(move)
+        if board.turn == chess.WHITE:
+            parts.append(f"{board.fullmove_number}.{san}")
+        else:
+            parts.append(san)
+        board.push(move)
+    return ";" + " ".join(parts)
+
+
+def transcript_sans(transcript: str) -> list[str]:
+    """The SAN tokens of a transcript, move numbers removed."""
+    body = transcript[1:] if transcript.startswith(";") else transcript
+    out = []
+    for tok in body.split():
+        tok = _MOVE_NUMBER.sub("", tok)
+        if tok:
+            out.append(tok)
+    return out
+
+
+def replay(transcript: str, where: str = "transcript") -> Iterator[chess.Board]:
+    """Yield the board after each ply (the same Board object, mutated). Raises ``TranscriptError``."""
+    board = chess.Board()
+    for ply, san in enumerate(transcript_sans(transcript)):
+        try:
+            board.push_san(san)
+        except ValueError as e:
+            raise TranscriptError(f"{where}: move {ply // 2 + 1}{'.' if ply % 2 == 0 else '...'}{san}: {e}") from None
+        yield board
+
+
+def canonical(transcript: str, where: str = "transcript") -> str:
+    """Re-write a transcript from its replayed moves (normalises SAN; raises on illegal moves)."""
+    moves = [b.peek() for b in replay(transcript, where)]
+    return moves_to_transcript(moves)

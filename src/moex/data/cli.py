@@ -1,0 +1,111 @@
+"""``moex data ...`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
+
+
+def _cpus() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from ..cli import UserError
+    from .chess.importer import import_games
+
+    report = import_games(args.inputs, args.out, min_chars=args.min_chars, column=args.column,
+                          workers=args.workers or _cpus())
+    reasons = Counter(s["reason"].split(":")[0].split(" (")[0] for s in report.skipped)
+    print(f"imported {report.imported} games to {Path(args.out) / 'games.txt'}; skipped {len(report.skipped)}"
+          + (" (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")" if reasons else "")
+          + f"; details in {Path(args.out) / 'skipped.jsonl'}")
+    for f in report.failed_files:
+        print(f"moex: warning: {f['source']}: {f['reason']}")
+    if report.imported == 0:
+        raise UserError("no game was imported")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from .chess.importer import open_text
+    from .chess.selfplay import SelfPlayConfig, find_stockfish, generate_games
+
+    engine = args.engine
+    if engine == "stockfish" and find_stockfish(args.stockfish) is None:
+        print("moex: Stockfish not found (apt-get install stockfish); falling back to --engine random")
+        engine = "random"
+    openings: list[str] = []
+    if args.openings:
+        with open_text(args.openings) as f:
+            lines = [ln.strip() for ln in f]
+        openings = [ln for ln in lines[1:] if ln] if lines and lines[0] == "opening" else [ln for ln in lines if ln]
+    cfg = SelfPlayConfig(engine=engine, nodes=args.nodes, max_plies=args.max_plies,
+                         stockfish_path=args.stockfish, exact_recipe=args.exact_recipe)
+    path = generate_games(args.games, args.out, cfg, seed=args.seed, workers=args.workers or _cpus(),
+                          openings=openings)
+    print(f"wrote {args.games} games to {path}")
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from .chess.blocks import build_blocks
+
+    meta = build_blocks(args.games, args.out, val_fraction=args.val_fraction, block=args.block, seed=args.seed)
+    s = meta["splits"]
+    print(f"train: {s['train']['games']} games, {s['train']['blocks']} blocks; "
+          f"val: {s['val']['games']} games, {s['val']['blocks']} blocks -> {args.out}")
+
+
+def cmd_labels(args: argparse.Namespace) -> None:
+    from .chess.importer import read_games
+    from .chess.labels import board_labels
+
+    labels = board_labels(read_games(args.games), max_chars=args.max_chars, max_positions=args.max_positions)
+    labels.save(args.out)
+    print(f"{len(labels.game)} positions from {args.games} -> {args.out} "
+          "(arrays: game, char, pieces (P,12,8,8), state (P,8,8))")
+
+
+def add_data_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build training and evaluation data")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    chess_p = dsub.add_parser("chess", help="chess games: import, generate, build blocks, labels")
+    csub = chess_p.add_subparsers(dest="chess_cmd", required=True)
+
+    s = csub.add_parser("import", help="PGN (.pgn/.gz/.zst) or CSV with a transcript column -> games.txt")
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--min-chars", type=int, default=150)
+    s.add_argument("--column", default="transcript", help="CSV column holding the transcript")
+    s.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
+    s.set_defaults(func=cmd_import)
+
+    s = csub.add_parser("generate", help="self-play games (Stockfish, or the pure-Python random player)")
+    s.add_argument("--games", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--engine", choices=["stockfish", "random"], default="stockfish")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
+    s.add_argument("--openings", help="file of opening lines (one transcript a line; header 'opening' allowed)")
+    s.add_argument("--nodes", type=int, default=2000, help="Stockfish nodes per White move")
+    s.add_argument("--max-plies", type=int, default=400)
+    s.add_argument("--stockfish", help="path to the Stockfish binary")
+    s.add_argument("--exact-recipe", action="store_true",
+                   help="Stockfish Skill Level + 0.01 s/move as the reference (not reproducible)")
+    s.set_defaults(func=cmd_generate)
+
+    s = csub.add_parser("build", help="games.txt files -> train.bin/val.bin blocks + meta.json")
+    s.add_argument("games", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--val-fraction", type=float, default=0.01)
+    s.add_argument("--block", type=int, default=1024)
+    s.add_argument("--seed", type=int, default=2357)
+    s.set_defaults(func=cmd_build)
+
+    s = csub.add_parser("labels", help="board-state labels at the evaluation positions -> .npz")
+    s.add_argument("games")
+    s.add_argument("--out", required=True)
+    s.add_argument("--max-chars", type=int, default=256)
+    s.add_argument("--max-positions", type=int, default=20)
+    s.set_defaults(func=cmd_labels)

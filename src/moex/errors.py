@@ -1,0 +1,5 @@
+"""The error every user-facing failure raises: the CLI prints its message without a traceback."""
+
+
+class MoexError(ValueError):
+    """Bad input or configuration; the message names the file, line, game or key at fault."""

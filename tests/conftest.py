@@ -1,0 +1,41 @@
+"""Shared fixtures. Real data from ../shared/data when present, else generated games."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MOEX_SHARED_DATA", REPO.parent / "shared" / "data"))
+CHESS_DIR = SHARED / "chess"
+TEXT_DIR = SHARED / "text"
+
+
+def shared_pgns() -> list[Path]:
+    return sorted(CHESS_DIR.glob("*.pgn")) if CHESS_DIR.exists() else []
+
+
+@pytest.fixture(scope="session")
+def chess_games_dir(tmp_path_factory) -> Path:
+    """A directory with games.txt: every master game of ../shared/data/chess, or 400 generated games."""
+    from moex.data.chess.importer import import_games
+    from moex.data.chess.selfplay import SelfPlayConfig, generate_games
+
+    out = tmp_path_factory.mktemp("chess_games")
+    pgns = shared_pgns()
+    if pgns:
+        report = import_games(pgns, out, workers=2, progress=False)
+        (out / "report.txt").write_text(f"{report.imported} {len(report.skipped)}\n")
+    else:
+        generate_games(400, out, SelfPlayConfig(engine="random"), seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def chess_blocks_dir(chess_games_dir, tmp_path_factory) -> Path:
+    """Blocks of 256 characters (the tiny preset's context + 1) from the session's games."""
+    from moex.data.chess.blocks import build_blocks
+
+    out = tmp_path_factory.mktemp("chess_blocks")
+    build_blocks([chess_games_dir / "games.txt"], out, val_fraction=0.02, block=256)
+    return out

@@ -1,0 +1,226 @@
+"""Chess data: vocabulary, import (real PGNs), bad input, self-play, blocks and board-state labels."""
+
+import gzip
+import io
+import json
+
+import chess
+import chess.pgn
+import numpy as np
+import pytest
+import torch
+
+from moex.cli import main
+from moex.data.chess import CHARS, VocabError, decode, encode
+from moex.data.chess.blocks import build_blocks, pack_blocks
+from moex.data.chess.importer import import_games, read_games
+from moex.data.chess.labels import board_labels, eval_positions
+from moex.data.chess.selfplay import SelfPlayConfig, find_stockfish, generate_games
+from moex.data.chess.transcript import replay
+from moex.data.loader import BlockData, DataError
+
+from conftest import CHESS_DIR, shared_pgns
+
+
+def test_vocab_matches_reference_order():
+    assert CHARS[0] == " " and CHARS[4] == "." and CHARS[15] == ";" and len(CHARS) == 32
+    assert CHARS == " #+-.0123456789;=BKNOQRabcdefghx"
+
+
+def test_encode_decode_round_trip():
+    t = ";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6 4.O-O-O exd8=Q+ 5.Qxf7#"
+    ids = encode(t)
+    assert ids.dtype == np.uint8 and decode(ids) == t
+
+
+def test_unknown_character_names_game_and_column():
+    with pytest.raises(VocabError, match=r"game 7: character 'z' at column 6"):
+        encode(";1.e4z", where="game 7")
+    with pytest.raises(VocabError, match="column 3"):
+        encode(";1é4", where="game 1")
+
+
+def test_import_every_shared_pgn(chess_games_dir):
+    if not shared_pgns():
+        pytest.skip("../shared/data/chess not present")
+    imported, skipped = map(int, (chess_games_dir / "report.txt").read_text().split())
+    games = read_games(chess_games_dir / "games.txt")
+    reasons = [json.loads(line)["reason"] for line in open(chess_games_dir / "skipped.jsonl")]
+    print(f"imported {imported}, skipped {skipped}; reasons: "
+          f"{sorted(set(r.split(' (')[0] for r in reasons))}")
+    assert imported == len(games) > 10_000
+    assert all(g.startswith(";1.") and len(g) >= 150 for g in games)
+    assert all(" 1." not in g for g in games[:100])
+
+
+def test_transcripts_reach_the_pgn_final_position(tmp_path):
+    if not shared_pgns():
+        pytest.skip("../shared/data/chess not present")
+    src = CHESS_DIR / "Fischer.pgn"
+    import_games([src], tmp_path, min_chars=0, workers=1, progress=False)
+    games = read_games(tmp_path / "games.txt")
+    finals = []
+    with open(src, encoding="utf-8", errors="replace") as f:
+        while (g := chess.pgn.read_game(f)) is not None:
+            if not g.errors and "FEN" not in g.headers and len(list(g.mainline_moves())) > 0:
+                finals.append(g.end().board().fen())
+    assert len(finals) == len(games)
+    for t, fen in zip(games, finals):
+        *_, board = replay(t)
+        assert board.fen() == fen
+
+
+PGN_OK = """[Event "Good"]
+[White "Ljubojević, Ljubomir"]
+[Black "Šahović"]
+[Result "1-0"]
+
+1. e4 e5 2. Nf3 Nc6 3. Bb5 a6 4. Ba4 Nf6 5. O-O Be7 6. Re1 b5 7. Bb3 d6 8. c3 O-O
+9. h3 Nb8 10. d4 Nbd7 11. c4 c6 12. cxb5 axb5 13. Nc3 Bb7 14. Bg5 b4 1-0
+
+"""
+PGN_ILLEGAL = """[Event "Illegal"]
+[Result "*"]
+
+1. e4 e5 2. Ke3 Nc6 3. Bb5 a6 *
+
+"""
+PGN_TRUNCATED = """[Event "Truncated"]
+[Result "*"]
+
+1. d4 d5 2. c4 e6 3. Nc3 Nf6 4. Bg5 Be7 5. e3 O-O 6. Nf3 h6 7. Bh4 b6 8. cxd5 Nxd5 9. Bxe7 Qxe7 10. Nx"""
+
+
+def test_bad_pgn_input_is_reported_and_good_games_kept(tmp_path):
+    (tmp_path / "empty.pgn").write_text("")
+    (tmp_path / "mixed.pgn").write_text(PGN_OK + PGN_ILLEGAL + PGN_OK.replace("Good", "Good2") + PGN_TRUNCATED)
+    with gzip.open(tmp_path / "ok.pgn.gz", "wt", encoding="utf-8") as f:
+        f.write(PGN_OK)
+    out = tmp_path / "out"
+    rc = main(["data", "chess", "import", str(tmp_path / "empty.pgn"), str(tmp_path / "mixed.pgn"),
+               str(tmp_path / "ok.pgn.gz"), "--out", str(out), "--min-chars", "100", "--workers", "1"])
+    assert rc == 0
+    games = read_games(out / "games.txt")
+    assert len(games) == 3
+    assert games[0].startswith(";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6 4.Ba4 Nf6 5.O-O Be7")
+    skipped = [json.loads(line) for line in open(out / "skipped.jsonl")]
+    by_game = {(s["source"].split("/")[-1], s["game"]): s["reason"] for s in skipped}
+    assert "illegal" in by_game[("mixed.pgn", 1)] and "Ke3" in by_game[("mixed.pgn", 1)]
+    assert "truncated" in by_game[("mixed.pgn", 3)]
+    assert "no games found" in by_game[("empty.pgn", None)]
+
+
+def test_csv_import_and_missing_column(tmp_path, capsys):
+    good = ";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6 4.Ba4 Nf6 5.O-O Be7 6.Re1 b5 7.Bb3 d6 8.c3 O-O 9.h3 Nb8 10.d4 Nbd7"
+    (tmp_path / "games.csv").write_text(
+        f"WhiteElo,transcript\n1500,{good}\n1600,;1.e4 e5 2.Qh5 Ke7 3.Qxf7#\n1700,;1.e4 e5 2.Ke3\n")
+    (tmp_path / "wrong.csv").write_text("a,b\n1,2\n")
+    out = tmp_path / "out"
+    rc = main(["data", "chess", "import", str(tmp_path / "wrong.csv"), str(tmp_path / "games.csv"),
+               "--out", str(out), "--min-chars", "20", "--workers", "1"])
+    captured = capsys.readouterr().out
+    assert rc == 0
+    assert "wrong.csv: no 'transcript' column; columns: a, b" in captured
+    assert read_games(out / "games.csv".replace(".csv", ".txt")) == [good, ";1.e4 e5 2.Qh5 Ke7 3.Qxf7+"]  # SAN re-written: not mate
+    reasons = [json.loads(line)["reason"] for line in open(out / "skipped.jsonl")]
+    assert any("row 4" in r and "Ke3" in r for r in reasons), reasons
+
+
+def test_import_of_nothing_fails_clearly(tmp_path, capsys):
+    (tmp_path / "empty.pgn").write_text("")
+    assert main(["data", "chess", "import", str(tmp_path / "empty.pgn"), "--out", str(tmp_path / "o")]) == 2
+    assert "no game was imported" in capsys.readouterr().err
+
+
+def test_labels_equal_python_chess_boards(chess_games_dir):
+    games = read_games(chess_games_dir / "games.txt")[:60]
+    labels = board_labels(games)
+    assert labels.pieces.shape[1:] == (12, 8, 8) and labels.bsp().shape[1] == 768
+    k = 0
+    for g, t in enumerate(games):
+        dots = eval_positions(t)
+        assert len(dots) == min(20, t[:256].count("."))
+        sans = t[1:].split()
+        board = chess.Board()
+        for move_no, dot in enumerate(dots):
+            assert labels.game[k] == g and labels.char[k] == dot
+            for sq in range(64):
+                p = board.piece_at(sq)
+                r, c = sq // 8, sq % 8
+                planes = labels.pieces[k, :, r, c]
+                if p is None:
+                    assert not planes.any() and labels.state[k, r, c] == 6
+                else:
+                    plane = (0 if p.color == chess.WHITE else 6) + p.piece_type - 1
+                    assert planes.sum() == 1 and planes[plane]
+                    assert labels.state[k, r, c] == 6 + (p.piece_type if p.color else -p.piece_type)
+            # advance two plies: the tokens after this dot are "<white move> <black move>"
+            for tok in sans[2 * move_no: 2 * move_no + 2]:
+                board.push_san(tok.split(".")[-1])
+            k += 1
+    assert k == len(labels.game)
+
+
+def test_labels_cli(chess_games_dir, tmp_path):
+    games = tmp_path / "g.txt"
+    games.write_text("\n".join(read_games(chess_games_dir / "games.txt")[:5]) + "\n")
+    assert main(["data", "chess", "labels", str(games), "--out", str(tmp_path / "l.npz")]) == 0
+    z = np.load(tmp_path / "l.npz")
+    assert z["pieces"].shape == (len(z["game"]), 12, 8, 8)
+    assert z["pieces"][0].sum() == 32  # initial board
+
+
+def test_pack_blocks():
+    g = [";1.e4 e5", ";1.d4 d5 2.c4", ";1.Nf3", ";1.c4 c5 2.Nc3 Nc6 3.g3 g6"]
+    blocks = [decode(b) for b in pack_blocks(g, 12)]
+    assert all(b.startswith(";") and len(b) == 12 for b in blocks)
+    assert blocks[0] == ";1.e4 e5;1.d"  # the overflowing game fills the block, its tail dropped
+    assert blocks[1] == ";1.Nf3;1.c4 "
+
+
+def test_build_blocks_and_sampler(chess_blocks_dir):
+    data = BlockData(chess_blocks_dir)
+    meta = data.meta
+    assert meta["vocab"] == CHARS and meta["block"] == 256
+    for split in ("train", "val"):
+        assert (data.splits[split][:, 0] == 15).all()  # every block starts with ';'
+    x, y = data.sample("train", 8, torch.Generator().manual_seed(0))
+    assert x.shape == (8, 255) and torch.equal(x[:, 1:], y[:, :-1]) and (x[:, 0] == 15).all()
+
+
+def test_blocks_split_by_game(tmp_path):
+    games = tmp_path / "g.txt"
+    lines = [f";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6 {i}.a3" for i in range(10, 110)]
+    games.write_text("\n".join(lines) + "\n")
+    build_blocks([games], tmp_path / "b", val_fraction=0.1, block=32)
+    data = BlockData(tmp_path / "b")
+    train = {decode(b) for b in data.splits["train"]}
+    val = {decode(b) for b in data.splits["val"]}
+    assert not train & val
+
+
+def test_missing_meta_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="meta.json not found"):
+        BlockData(tmp_path)
+
+
+def test_random_generator_is_reproducible_and_legal(tmp_path):
+    cfg = SelfPlayConfig(engine="random", max_plies=120)
+    a = generate_games(6, tmp_path / "a", cfg, seed=3, workers=1, progress=False).read_text()
+    b = generate_games(6, tmp_path / "b", cfg, seed=3, workers=2, progress=False).read_text()
+    assert a == b
+    for t in a.strip().split("\n"):
+        assert t.startswith(";1.")
+        for _ in replay(t):
+            pass
+
+
+@pytest.mark.skipif(find_stockfish() is None, reason="Stockfish not installed")
+def test_stockfish_selfplay_reproducible(tmp_path):
+    cfg = SelfPlayConfig(engine="stockfish", nodes=200, max_plies=40)
+    openings = [";1.e4 c5 2.Nf3 d6", ";1.d4 d5 2.c4 e6"]
+    a = generate_games(4, tmp_path / "a", cfg, seed=1, workers=1, openings=openings, progress=False).read_text()
+    b = generate_games(4, tmp_path / "b", cfg, seed=1, workers=2, openings=openings, progress=False).read_text()
+    assert a == b
+    games = a.strip().split("\n")
+    assert len(games) == 4 and all(len(list(replay(t))) > 0 for t in games)
