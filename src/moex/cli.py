@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list:
     """Subcommand registrars of the other packages, imported lazily so ``moex --help`` stays fast."""
     from .data.cli import add_data_commands
+    from .train.cli import add_train_commands
 
-    return [add_data_commands]
+    return [add_data_commands, add_train_commands]
 
 
 _EXTRA_COMMANDS: list = []

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import MoexError
 from .model.config import ModelConfig
 from .model.gpt import GPT
 
@@ -63,7 +64,7 @@ def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (cfg.tie_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise ValueError(
+        raise MoexError(
             f"{weights} does not match {cfg_path} (mlp={cfg.mlp}): "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
