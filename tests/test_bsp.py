@@ -1,0 +1,148 @@
+"""BSP coverage and reconstruction against known answers and a slow loop-based implementation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moex.cli import main
+from moex.data.chess.importer import read_games
+from moex.data.chess.labels import board_labels
+from moex.interp.bsp import THRESHOLDS, bsp_metrics, state_onehot
+
+
+def sparse_labels(p=400, g=24, rate=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    lab = rng.random((p, g)) < rate
+    lab[rng.integers(0, p, g), np.arange(g)] = True
+    lab[:p // 2][rng.integers(0, p // 2, (12, g)), np.arange(g)] = True  # >= 10 positives in the train half
+    return lab
+
+
+def half(p):
+    return np.arange(p) < p // 2
+
+
+def test_indicator_features_score_one():
+    lab = sparse_labels(rate=0.2)
+    r = bsp_metrics(lab.astype(np.float32), lab, half(len(lab)))
+    assert r.coverage == pytest.approx(1.0, abs=1e-6)
+    assert r.reconstruction == pytest.approx(1.0, abs=1e-6)
+
+
+def test_scaled_and_offset_indicator_found_at_right_threshold():
+    lab = sparse_labels(rate=0.2)
+    feats = lab * 3.0 + 1.0  # on values 4, off values 1: on iff t * 4 < 4 and t * 4 >= 1 -> t in 0.3..0.9
+    r = bsp_metrics(feats, lab, half(len(lab)))
+    assert r.coverage == pytest.approx(1.0, abs=1e-6) and r.reconstruction == pytest.approx(1.0, abs=1e-6)
+    good = [t for t, c in zip(THRESHOLDS, r.coverage_by_threshold) if c > 0.999]
+    assert good == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def test_constant_and_random_features_score_near_zero():
+    lab = sparse_labels(p=2000, g=32, rate=0.01)
+    const = np.ones((2000, 16), dtype=np.float32)
+    r = bsp_metrics(const, lab, half(2000))
+    base = lab[:1000].mean()
+    # an always-on feature scores 2p/(1+p) on a BSP of base rate p (a property of the metric)
+    assert r.coverage < 3 * base and r.reconstruction == 0.0
+    rnd = np.random.default_rng(1).random((2000, 64)).astype(np.float32)
+    r = bsp_metrics(rnd, lab, half(2000))
+    assert r.coverage < 0.1 and r.reconstruction < 0.05
+
+
+def slow_metrics(F, L, train, fmax, min_precision=0.95, min_tp=10):
+    P, n = F.shape
+    G = L.shape[1]
+    cov, rec = [], []
+    for t in THRESHOLDS:
+        best = [0.0] * G
+        hp = [[False] * G for _ in range(n)]
+        for f in range(n):
+            on = [F[p, f] > t * fmax[f] for p in range(P)]
+            for g in range(G):
+                tp = sum(1 for p in range(P) if train[p] and on[p] and L[p, g])
+                n_on = sum(1 for p in range(P) if train[p] and on[p])
+                n_true = sum(1 for p in range(P) if train[p] and L[p, g])
+                prec, recall = tp / (n_on + 1e-8), tp / (n_true + 1e-8)
+                best[g] = max(best[g], 2 * prec * recall / (prec + recall + 1e-8))
+                hp[f][g] = prec >= min_precision and tp >= min_tp
+        cov.append(sum(best) / G)
+        TP = FP = FN = 0
+        for p in range(P):
+            if train[p]:
+                continue
+            for g in range(G):
+                pred = any(hp[f][g] and F[p, f] > t * fmax[f] for f in range(n))
+                TP += pred and L[p, g]
+                FP += pred and not L[p, g]
+                FN += (not pred) and L[p, g]
+        prec, recall = TP / (TP + FP + 1e-8), TP / (TP + FN + 1e-8)
+        rec.append(2 * prec * recall / (prec + recall + 1e-8))
+    return cov, rec
+
+
+def test_agrees_with_loop_implementation():
+    rng = np.random.default_rng(3)
+    P, n, G = 120, 7, 5
+    L = rng.random((P, G)) < 0.3
+    F = np.where(rng.random((P, n)) < 0.6, 0.0, rng.random((P, n))).astype(np.float32)
+    F[:, 0] = L[:, 0] * (0.5 + rng.random(P))  # one informative feature
+    F[:, 1] = 0.0  # a dead feature
+    train = rng.random(P) < 0.5
+    fmax = F.max(0) * 1.1
+    cov, rec = slow_metrics(F, L, train, fmax, min_tp=3)
+    r = bsp_metrics(F, L, train, f_max=fmax, chunk=3, min_tp=3)
+    assert r.coverage_by_threshold == pytest.approx(cov, abs=1e-6)
+    assert r.reconstruction_by_threshold == pytest.approx(rec, abs=1e-6)
+    assert r.coverage == pytest.approx(max(cov), abs=1e-6) and r.alive_features == n - 1
+
+
+def test_state_onehot():
+    s = np.full((1, 8, 8), 6, dtype=np.int8)
+    s[0, 0, 0] = 10
+    oh = state_onehot(s).reshape(13, 64)
+    assert oh[10, 0] and not oh[6, 0] and oh[6, 1:].all() and oh.sum() == 64
+
+
+def test_chess_score_equals_interp_chess(chess_games_dir, tmp_path, capsys):
+    from moex.io import save_model
+    from moex.model import GPT, make_config
+
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny", "moex", n_layer=2))
+    save_model(model, tmp_path / "ckpt")
+    games = tmp_path / "g.txt"
+    games.write_text("\n".join(read_games(chess_games_dir / "games.txt")[:40]) + "\n")
+    a = tmp_path / "a.json"
+    assert main(["interp", "chess", "--checkpoint", str(tmp_path / "ckpt"), "--games", str(games), "--layer", "1",
+                 "--out", str(a), "--save-features", str(tmp_path / "f.npy")]) == 0
+    b = tmp_path / "b.json"
+    assert main(["interp", "chess-score", "--games", str(games), "--features", str(tmp_path / "f.npy"),
+                 "--fmax", str(tmp_path / "f.fmax.npy"), "--out", str(b)]) == 0
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert ra["pieces"] == rb["pieces"] and ra["piece_state"] == rb["piece_state"]
+    assert ra["pieces"]["n_features"] == 8 * 512
+    n_pos = len(board_labels(read_games(games)).game)
+    assert np.load(tmp_path / "f.npy").shape == (n_pos, 8 * 512)
+
+
+def test_chess_score_rejects_wrong_row_count(chess_games_dir, tmp_path, capsys):
+    games = tmp_path / "g.txt"
+    games.write_text("\n".join(read_games(chess_games_dir / "games.txt")[:4]) + "\n")
+    np.save(tmp_path / "f.npy", np.zeros((3, 5), dtype=np.float32))
+    assert main(["interp", "chess-score", "--games", str(games), "--features", str(tmp_path / "f.npy"),
+                 "--out", str(tmp_path / "o.json")]) == 2
+    assert "evaluation positions" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    from moex.demo import run_demo
+
+    res = run_demo(tmp_path / "demo", games=200, eval_games=60, steps=30)
+    assert [r["mlp"] for r in res["rows"]] == ["gelu", "switch", "moex"]
+    assert (tmp_path / "demo" / "results.md").read_text().count("|") > 20
+    for r in res["rows"]:
+        assert 0 <= r["coverage"] <= 1 and 0 <= r["reconstruction"] <= 1 and r["val_loss"] < 3.4
