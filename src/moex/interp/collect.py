@@ -27,11 +27,15 @@ def default_layer(model: GPT) -> int:
 @torch.no_grad()
 def collect_chess(
     model: GPT, games: list[str], layer: int, site: str = "mlp", max_chars: int = 256, max_positions: int = 20,
-    batch: int = 32, device: str | torch.device = "cpu",
+    batch: int = 32, device: str | torch.device = "cpu", sae=None,
 ) -> ChessActivations:
-    """Features of ``site`` ('mlp': the wide-sparse MLP code; 'resid': the residual stream after the block)."""
+    """Features of ``site`` ('mlp': the wide-sparse MLP code; 'resid': the residual stream after the block;
+    with ``sae``: that SAE's latents of the residual stream)."""
     if site not in ("mlp", "resid"):
         raise ValueError(f"site={site!r} must be 'mlp' or 'resid'")
+    if sae is not None:
+        site = "resid"
+        sae = sae.to(device).eval()
     model = model.to(device).eval()
     n = min(max_chars, model.cfg.ctx)
     feats, fmax, l0_sum, l0_count = [], None, 0.0, 0
@@ -48,6 +52,8 @@ def collect_chess(
             acts = model.mlp_code(idx, layer, dense=True).float().reshape(len(chunk), n, -1)
         else:
             acts = model.residual(idx, layer).float()
+            if sae is not None:
+                acts = sae.encode(acts)
         valid = torch.arange(n, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
         a_valid = acts[valid]
         m = a_valid.max(dim=0).values

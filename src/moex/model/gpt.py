@@ -111,6 +111,14 @@ class GPT(nn.Module):
             x, _ = block(x)
         return x
 
+    def loss_from_residual(self, resid: Tensor, layer: int, targets: Tensor) -> Tensor:
+        """Cross-entropy when ``resid`` replaces the residual stream after block ``layer`` (splicing)."""
+        x = resid
+        for block in self.h[layer + 1:]:
+            x, _ = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+
     def mlp_input(self, idx: Tensor, layer: int) -> Tensor:
         """The normalised input that block ``layer``'s MLP sees: (B, T, d)."""
         self._check_layer(layer)
