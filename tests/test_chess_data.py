@@ -224,3 +224,23 @@ def test_stockfish_selfplay_reproducible(tmp_path):
     assert a == b
     games = a.strip().split("\n")
     assert len(games) == 4 and all(len(list(replay(t))) > 0 for t in games)
+
+
+def test_zst_csv_import_and_generate_cli_with_openings(tmp_path, capsys):
+    import zstandard
+
+    good = ";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6 4.Ba4 Nf6 5.O-O Be7 6.Re1 b5 7.Bb3 d6 8.c3 O-O 9.h3 Nb8 10.d4 Nbd7"
+    data = f"transcript\n{good}\n".encode()
+    (tmp_path / "g.csv.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    assert main(["data", "chess", "import", str(tmp_path / "g.csv.zst"), "--out", str(tmp_path / "i"),
+                 "--min-chars", "10", "--workers", "1"]) == 0
+    assert read_games(tmp_path / "i" / "games.txt") == [good]
+
+    (tmp_path / "openings.csv").write_text("opening\n1.d4 Nf6 2.c4 e6\n")
+    assert main(["data", "chess", "generate", "--games", "12", "--engine", "random", "--seed", "5",
+                 "--openings", str(tmp_path / "openings.csv"), "--out", str(tmp_path / "gen"),
+                 "--workers", "1", "--max-plies", "60"]) == 0
+    games = read_games(tmp_path / "gen" / "games.txt")
+    assert len(games) == 12
+    from_opening = [g for g in games if g.startswith(";1.d4 Nf6 2.c4 e6")]
+    assert 0 < len(from_opening) < 12  # ~30% of games start from an opening line
