@@ -86,6 +86,8 @@ def grouped_supported(x: Tensor, *weights: Tensor) -> bool:
         return False
     if x.device.type not in ("cpu", "cuda"):
         return False
+    if x.dtype != torch.bfloat16 and torch.compiler.is_compiling():
+        return False  # the compiled (fake-tensor) grouped_mm accepts bf16 only
     align = 16 // x.element_size()
     return all(w.shape[-1] % align == 0 and w.shape[-2] % align == 0 for w in weights)
 
