@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moex", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     add_model_commands(sub)
-    for register in _EXTRA_COMMANDS:
+    for register in _extra_commands():
         register(sub)
     return parser
 
@@ -59,11 +59,7 @@ def _extra_commands() -> list:
     return [add_data_commands, add_train_commands, add_interp_commands, add_demo_command]
 
 
-_EXTRA_COMMANDS: list = []
-
-
 def main(argv: list[str] | None = None) -> int:
-    _EXTRA_COMMANDS[:] = _extra_commands()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

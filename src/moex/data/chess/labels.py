@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import chess
 import numpy as np
 
-from .transcript import TranscriptError, transcript_sans
+from .transcript import TranscriptError, replay
 
 PLANE_NAMES = [f"{c}{p}" for c in ("w", "b") for p in "PNBRQK"]
 _BITS = np.arange(64, dtype=np.uint64)
@@ -68,20 +68,17 @@ def planes_to_state(planes: np.ndarray) -> np.ndarray:
 
 def game_boards(transcript: str, n_positions: int, where: str) -> np.ndarray:
     """(n_positions, 12, 64): the boards after 0, 2, 4, ... plies."""
-    sans = transcript_sans(transcript)
-    board = chess.Board()
     out = np.zeros((n_positions, 12, 64), dtype=bool)
-    for k in range(n_positions):
-        out[k] = board_planes(board)
-        for ply in (2 * k, 2 * k + 1):
-            if k == n_positions - 1:
-                break
-            if ply >= len(sans):
-                raise TranscriptError(f"{where}: transcript ends before move {k + 2}")
-            try:
-                board.push_san(sans[ply])
-            except ValueError as e:
-                raise TranscriptError(f"{where}: move {ply // 2 + 1}{'.' if ply % 2 == 0 else '...'}{sans[ply]}: {e}") from None
+    out[0] = board_planes(chess.Board())
+    k = 1
+    for ply, board in enumerate(replay(transcript, where), 1):
+        if k == n_positions:
+            break
+        if ply % 2 == 0:
+            out[k] = board_planes(board)
+            k += 1
+    if k < n_positions:
+        raise TranscriptError(f"{where}: transcript ends before move {k + 1}")
     return out
 
 
