@@ -23,6 +23,14 @@ class ConfigError(MoexError):
     """A configuration that cannot be built: unknown key, preset or value."""
 
 
+def dataclass_from_dict(cls: type, d: dict[str, Any], source: str, label: str) -> Any:
+    """``cls(**d)``, with unknown keys reported as a ``ConfigError`` naming ``source``."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"{source}: unknown {label} key(s) {', '.join(unknown)}")
+    return cls(**d)
+
+
 @dataclass
 class ModelConfig:
     """Everything that defines a model's shape. Saved as ``cfg.json`` next to the weights."""
@@ -98,11 +106,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown model key(s) {', '.join(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, source, "model")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..model.config import ConfigError, ModelConfig, make_config
+from ..model.config import ConfigError, ModelConfig, dataclass_from_dict, make_config
 
 
 @dataclass
@@ -40,11 +40,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "train config") -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown train key(s) {', '.join(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, source, "train")
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
