@@ -1,7 +1,6 @@
 """Chess data: vocabulary, import (real PGNs), bad input, self-play, blocks and board-state labels."""
 
 import gzip
-import io
 import json
 
 import chess

@@ -2,14 +2,12 @@
 
 import json
 
-import numpy as np
 import torch
 
 from moex.cli import main
-from moex.data.loader import BlockData
 from moex.io import save_model
 from moex.model import GPT, make_config
-from moex.interp.sae import SAE, SAEConfig, loss_recovered
+from moex.interp.sae import SAE, SAEConfig
 
 
 def test_topk_sae_shapes_and_sparsity():

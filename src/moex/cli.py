@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .errors import MoexError
-from .model.config import BACKBONES, MLP_PRESETS, ConfigError, make_config, parse_overrides
+from .model.config import BACKBONES, MLP_PRESETS, make_config, parse_overrides
 
 
 class UserError(MoexError):
