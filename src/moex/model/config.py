@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import MoexError
 
-MLP_KINDS = ("gelu", "relu", "topk", "geglu", "solu", "moe")
+MLP_KINDS = ("gelu", "relu", "topk", "geglu", "solu", "moe", "monet-hd", "monet-vd", "peer")
+FINE_GRAINED = ("monet-hd", "monet-vd", "peer")
 ROUTERS = ("linear", "sparsity")
-EXPERT_ACTS = ("relu", "gelu")
+EXPERT_ACTS = ("relu", "gelu", "relu2")
 
 
 class ConfigError(MoexError):
@@ -58,6 +60,10 @@ class ModelConfig:
     router_eps: float = 1e-6
     aux_loss_coef: float = 1e-3
     moe_dispatch: str = "auto"  # "auto" | "grouped" | "loop"
+    # Fine-grained MoEs. Monet: n_experts half-experts per set, moe_top_k per head, width d_expert;
+    # PEER: n_experts single-neuron experts (a square), moe_top_k per head, query/key width d_key.
+    moe_heads: int = 8
+    d_key: int = 128
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. upcycling provenance)
 
     def __post_init__(self) -> None:
@@ -66,6 +72,10 @@ class ModelConfig:
     # derived widths -------------------------------------------------------------------------
     @property
     def expert_width(self) -> int:
+        if self.mlp in ("monet-hd", "monet-vd") and not self.d_expert:
+            # parameter match with the dense MLP (2 d D): experts 2 d E m + router 2 d H E, so E (m + H) = D
+            m = self.d_mlp // self.n_experts - self.moe_heads
+            return m if self.mlp == "monet-hd" else m // 2 * 2
         return self.d_expert or self.d_mlp // self.moe_top_k
 
     @property
@@ -79,6 +89,12 @@ class ModelConfig:
             return self.n_experts * self.expert_width
         if self.mlp == "geglu":
             return self.geglu_width
+        if self.mlp == "monet-hd":
+            return self.n_experts * self.expert_width
+        if self.mlp == "monet-vd":
+            return 2 * self.n_experts * self.expert_width
+        if self.mlp == "peer":
+            return self.n_experts
         return self.d_mlp
 
     def validate(self) -> None:
@@ -97,8 +113,34 @@ class ModelConfig:
                 raise ConfigError(f"router_std={self.router_std!r} must be 'sqrt' or 'literal'")
             if self.moe_dispatch not in ("auto", "grouped", "loop"):
                 raise ConfigError(f"moe_dispatch={self.moe_dispatch!r} must be auto, grouped or loop")
+        if self.mlp in FINE_GRAINED:
+            self.validate_fine_grained()
         if self.mlp == "topk" and not 1 <= self.topk_k <= self.d_mlp:
             raise ConfigError(f"topk_k={self.topk_k} must be in 1..d_mlp={self.d_mlp}")
+
+    def validate_fine_grained(self) -> None:
+        if self.expert_act not in EXPERT_ACTS:
+            raise ConfigError(f"expert_act={self.expert_act!r} is not one of {', '.join(EXPERT_ACTS)}")
+        if self.moe_heads < 1:
+            raise ConfigError(f"moe_heads={self.moe_heads} must be at least 1")
+        if self.mlp == "peer":
+            n = math.isqrt(self.n_experts)
+            if n * n != self.n_experts:
+                raise ConfigError(f"peer needs a square number of experts (n^2 product keys), got {self.n_experts}")
+            if not 1 <= self.moe_top_k <= self.n_experts:
+                raise ConfigError(f"moe_top_k={self.moe_top_k} must be in 1..n_experts={self.n_experts}")
+            if self.d_key < 2 or self.d_key % 2:
+                raise ConfigError(f"d_key={self.d_key} must be even (two product-key halves)")
+            return
+        if not 1 <= self.moe_top_k < self.n_experts:
+            raise ConfigError(f"moe_top_k={self.moe_top_k} must be in 1..n_experts-1={self.n_experts - 1}")
+        if self.expert_width < 1:
+            raise ConfigError(f"{self.mlp}: no expert width is left for d_mlp={self.d_mlp} with "
+                              f"n_experts={self.n_experts} and moe_heads={self.moe_heads}; "
+                              "lower n_experts or set d_expert")
+        if self.mlp == "monet-vd" and (self.expert_width % 2 or self.d_model % 2):
+            raise ConfigError(f"monet-vd splits experts and d_model in halves: d_expert={self.expert_width} "
+                              f"and d_model={self.d_model} must be even")
 
     # serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -141,6 +183,15 @@ MLP_PRESETS: dict[str, dict[str, Any]] = {
     "moex-relu-linear": dict(mlp="moe", expert_act="relu", router="linear", n_experts=8, moe_top_k=2),
     "moex-gelu-sparsity": dict(mlp="moe", expert_act="gelu", router="sparsity", n_experts=8, moe_top_k=2),
     "moe": dict(mlp="moe"),
+    # Fine-grained MoEs (METHODS sec 2), 512 half-experts per set. Monet computes every half-expert for
+    # every token, so its activated parameters are all of them: experts (2 d E m, HD and VD alike) plus
+    # router (2 d H E) equal the dense MLP's 2 d D when E (m + H) = D. For chess (D = 4096) that is
+    # m = 6 with H = 2 heads (METHODS' m = 8 would leave no router). d_expert=0 derives m this way.
+    "monet-hd": dict(mlp="monet-hd", n_experts=512, moe_heads=2, moe_top_k=8, expert_act="relu2"),
+    "monet-vd": dict(mlp="monet-vd", n_experts=512, moe_heads=2, moe_top_k=8, expert_act="relu2"),
+    # PEER over 128^2 single GELU neurons (the total width of MoE-X's 8 x 2048) with the PEER paper's
+    # 8 heads and top-16 per head: it activates fewer parameters than the dense MLP (see the README).
+    "peer": dict(mlp="peer", n_experts=128 * 128, moe_heads=8, moe_top_k=16, d_key=128, expert_act="gelu"),
 }
 
 

@@ -37,7 +37,7 @@ class WideCode:
     def to_dense(self) -> Tensor:
         n, k, d = self.values.shape
         out = self.values.new_zeros(n, self.n_experts, d)
-        out.scatter_(1, self.experts[..., None].expand(n, k, d), self.values)
+        out.scatter_add_(1, self.experts[..., None].expand(n, k, d), self.values)  # PEER heads may repeat
         return out.reshape(n, self.n_experts * d)
 
     def l0(self) -> Tensor:
@@ -126,4 +126,12 @@ def build_mlp(cfg: ModelConfig) -> nn.Module:
         return MoE(cfg)
     if cfg.mlp == "geglu":
         return GegluMLP(cfg)
+    if cfg.mlp in ("monet-hd", "monet-vd"):
+        from .monet import MonetMLP
+
+        return MonetMLP(cfg)
+    if cfg.mlp == "peer":
+        from .peer import PEER
+
+        return PEER(cfg)
     return DenseMLP(cfg)

@@ -1,0 +1,137 @@
+"""Monet (Park et al. 2024): product-key composition of E x E experts from two sets of E half-experts.
+
+Router (per head h of H, for each of the two sets): logits l = W x (E per head); a BatchNorm without
+affine parameters normalises them per head over tokens and experts; a logit survives if its normalised
+value reaches min(max over experts, Phi^-1(1 - k/E)) (so about k per head, always at least one), and
+g = softmax over the surviving raw logits. Expert (i, j) of head h has weight g1[h, i] * g2[h, j].
+
+- ``monet-hd`` (horizontal): expert (i, j) = V_j act(U_i x). With a = sum_h g2[h, j] sum_i g1[h, i]
+  act(U_i x), of width E*m, the output is y = V z: z (indexed by the output half-expert j and unit m)
+  is this layer's wide-sparse code.
+- ``monet-vd`` (vertical): expert (i, j) = [[V11_i, V12_i], [V21_j, V22_j]] applied to
+  [act(U1_i x); act(U2_j x)], each half of width m/2. The output is one block matmul of the four
+  gated halves, which together form the code (width 2*E*m).
+
+Differences from the reference (github.com/dmis-lab/Monet, inference code only), stated: one router per
+layer (Monet shares one across groups of layers); no routed output bias (the zoo is bias-free by
+default); Monet's training losses are not public, so the Switch load-balance loss is applied to each
+head's half-expert routing with the model's ``aux_loss_coef``.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import ModelConfig
+from .mlp import WideCode, dense_code
+from .moe import load_balance_loss
+
+
+def relu2(x: Tensor) -> Tensor:
+    """Squared ReLU, Monet's default activation."""
+    return F.relu(x).square()
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "relu2": relu2}
+
+
+class MonetRouter(nn.Module):
+    """Two sets of H x E logits, BatchNorm-thresholded, softmax per head: (g1, g2), each (N, H, E)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads, self.n = cfg.moe_heads, cfg.n_experts
+        self.w1 = nn.Linear(cfg.d_model, self.heads * self.n, bias=False)
+        self.w2 = nn.Linear(cfg.d_model, self.heads * self.n, bias=False)
+        self.norm1 = nn.BatchNorm1d(self.heads, affine=False)
+        self.norm2 = nn.BatchNorm1d(self.heads, affine=False)
+        self.threshold = NormalDist().inv_cdf(1.0 - cfg.moe_top_k / cfg.n_experts)
+        nn.init.normal_(self.w1.weight, std=0.02)
+        nn.init.normal_(self.w2.weight, std=0.02)
+
+    def gate(self, logits: Tensor, norm: nn.BatchNorm1d) -> Tensor:
+        n = logits.shape[0]
+        # BatchNorm1d over (tokens * experts) rows, one channel per head.
+        normed = norm(logits.transpose(1, 2).reshape(-1, self.heads)).reshape(n, self.n, self.heads)
+        normed = normed.transpose(1, 2)
+        cut = normed.amax(dim=-1, keepdim=True).clamp_max(self.threshold)
+        return torch.softmax(logits.masked_fill(normed < cut, float("-inf")), dim=-1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (N, d) -> g1, g2 (N, H, E) and the raw logits l1, l2 (N, H, E)."""
+        dtype = self.norm1.running_mean.dtype  # fp32 under autocast: the router runs in full precision
+        l1 = self.w1(x).to(dtype).reshape(-1, self.heads, self.n)
+        l2 = self.w2(x).to(dtype).reshape(-1, self.heads, self.n)
+        return self.gate(l1, self.norm1), self.gate(l2, self.norm2), l1, l2
+
+
+class MonetMLP(nn.Module):
+    """Monet-HD or Monet-VD layer with E half-experts per set, expert width m and H routing heads."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.vertical = cfg.mlp == "monet-vd"
+        self.n, self.m, self.heads = cfg.n_experts, cfg.expert_width, cfg.moe_heads
+        self.act = ACTIVATIONS[cfg.expert_act]
+        self.aux_coef = cfg.aux_loss_coef
+        self.router = MonetRouter(cfg)
+        d = cfg.d_model
+        if self.vertical:
+            half = self.n * self.m // 2
+            self.u1 = nn.Linear(d, half, bias=cfg.bias)
+            self.u2 = nn.Linear(d, half, bias=cfg.bias)
+            # rows: output halves (top, bottom); columns: the four gated code blocks.
+            self.v = nn.Parameter(torch.empty(4, half, d // 2))
+        else:
+            self.u = nn.Linear(d, self.n * self.m, bias=cfg.bias)
+            self.v = nn.Parameter(torch.empty(self.n * self.m, d))
+        self.dropout = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.v, std=0.02)
+
+    def _code(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (N, d) -> (z (N, code width), aux loss)."""
+        g1, g2, l1, l2 = self.router(x)
+        g1, g2 = g1.to(x.dtype), g2.to(x.dtype)
+        if self.vertical:
+            h1 = self.act(self.u1(x)).unflatten(-1, (self.n, -1))  # (N, E, m/2)
+            h2 = self.act(self.u2(x)).unflatten(-1, (self.n, -1))
+            a1 = torch.einsum("nhi,nim->nhm", g1, h1)  # head-wise sums over the selected half-experts
+            a2 = torch.einsum("nhj,njm->nhm", g2, h2)
+            blocks = (
+                torch.einsum("nhi,nim->nim", g1, h1),  # V11_i act(U1_i x), weight g1_i
+                torch.einsum("nhi,nhm->nim", g1, a2),  # V12_i (sum_j g2_j act(U2_j x)), weight g1_i
+                torch.einsum("nhj,nhm->njm", g2, a1),  # V21_j (sum_i g1_i act(U1_i x)), weight g2_j
+                torch.einsum("nhj,njm->njm", g2, h2),  # V22_j act(U2_j x), weight g2_j
+            )
+            z = torch.cat([b.flatten(1) for b in blocks], dim=-1)
+        else:
+            h = self.act(self.u(x)).unflatten(-1, (self.n, -1))  # (N, E, m)
+            a = torch.einsum("nhi,nim->nhm", g1, h)
+            z = torch.einsum("nhj,nhm->njm", g2, a).flatten(1)
+        aux = sum(load_balance_loss(lg[:, h], self.aux_coef) for lg in (l1, l2) for h in range(self.heads))
+        return z, aux / self.heads
+
+    def _decode(self, z: Tensor) -> Tensor:
+        if not self.vertical:
+            return z @ self.v.to(z.dtype)
+        b = z.unflatten(-1, (4, -1))
+        v = self.v.to(z.dtype)
+        top = b[:, 0] @ v[0] + b[:, 1] @ v[1]
+        bottom = b[:, 2] @ v[2] + b[:, 3] @ v[3]
+        return torch.cat((top, bottom), dim=-1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        shape = x.shape
+        z, aux = self._code(x.reshape(-1, shape[-1]))
+        return self.dropout(self._decode(z).reshape(shape)), aux
+
+    def code(self, x: Tensor) -> WideCode:
+        return dense_code(self._code(x.reshape(-1, x.shape[-1]))[0])
+
+    def decode(self, code: WideCode) -> Tensor:
+        return self._decode(code.values[:, 0])

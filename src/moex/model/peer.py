@@ -1,0 +1,92 @@
+"""PEER (He 2024): product-key retrieval over N = n^2 single-neuron experts.
+
+Expert i is e_i(x) = act(u_i . x) v_i. Each of h heads has a query q = W_q x (after a BatchNorm, as in
+PEER) split into halves q1, q2 and its own sub-keys K1, K2 (n keys each). The key of expert (a, b) is
+the concatenation [K1_a; K2_b], so its score is q1 . K1_a + q2 . K2_b: the top k of the n^2 scores are
+among the k x k sums of each half's top k, which is all the layer scores (product keys, never the n^2
+products). Gate weights g = softmax over the head's k scores; y = sum_h sum_k g act(u . x) v.
+
+Wide-sparse code: z in R^N, z_i = sum over the (head, slot) pairs that retrieved expert i of
+g * act(u_i . x); y = V^T z. Memory: u_i . x is read from one dense x @ U^T (transient, N per token);
+the output is an ``embedding_bag`` over the retrieved rows of V, so no (tokens, h*k, d) tensor is built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import ModelConfig
+from .mlp import WideCode
+from .monet import ACTIVATIONS
+
+
+def product_key_topk(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k of s[a, b] = q1 . k1[a] + q2 . k2[b] over all n^2 pairs, per (token, head).
+
+    q1, q2: (N, h, d_k/2); k1, k2: (h, n, d_k/2). Returns scores (N, h, k) and flat indices a*n + b.
+    """
+    n = k1.shape[1]
+    kk = min(k, n)
+    s1 = torch.einsum("thc,hac->tha", q1, k1)
+    s2 = torch.einsum("thc,hbc->thb", q2, k2)
+    v1, i1 = s1.topk(kk, dim=-1)
+    v2, i2 = s2.topk(kk, dim=-1)
+    cand = (v1[..., :, None] + v2[..., None, :]).flatten(-2)  # (N, h, kk*kk)
+    scores, pos = cand.topk(k, dim=-1)
+    a = i1.gather(-1, pos // kk)
+    b = i2.gather(-1, pos % kk)
+    return scores, a * n + b
+
+
+class PEER(nn.Module):
+    """Parameter Efficient Expert Retrieval layer with N single-neuron experts, h heads, top-k per head."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_experts, self.heads, self.top_k = cfg.n_experts, cfg.moe_heads, cfg.moe_top_k
+        self.n_keys = math.isqrt(cfg.n_experts)
+        self.d_key = cfg.d_key
+        self.act = ACTIVATIONS[cfg.expert_act]
+        self.query = nn.Linear(cfg.d_model, self.heads * self.d_key, bias=False)
+        self.query_norm = nn.BatchNorm1d(self.heads * self.d_key)
+        self.keys = nn.Parameter(torch.empty(2, self.heads, self.n_keys, self.d_key // 2))
+        self.u = nn.Parameter(torch.empty(self.n_experts, cfg.d_model))  # expert input weights
+        self.v = nn.Parameter(torch.empty(self.n_experts, cfg.d_model))  # expert output weights
+        self.dropout = nn.Dropout(cfg.dropout)
+        nn.init.normal_(self.query.weight, std=0.02)
+        nn.init.normal_(self.keys, std=1.0 / math.sqrt(self.d_key))
+        nn.init.normal_(self.u, std=0.02)
+        nn.init.normal_(self.v, std=0.02)
+
+    def retrieve(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (N, d) -> (experts (N, h*k), gate weights (N, h*k)), head-major."""
+        dtype = self.query_norm.running_mean.dtype  # fp32 under autocast: retrieval in full precision
+        q = self.query_norm(self.query(x).to(dtype)).reshape(-1, self.heads, self.d_key)
+        q1, q2 = q.chunk(2, dim=-1)
+        keys = self.keys.to(dtype)
+        scores, experts = product_key_topk(q1, q2, keys[0], keys[1], self.top_k)
+        gates = torch.softmax(scores, dim=-1)
+        return experts.flatten(1), gates.flatten(1)
+
+    def _code(self, x: Tensor) -> WideCode:
+        experts, gates = self.retrieve(x)
+        pre = (x @ self.u.to(x.dtype).T).gather(1, experts)  # u_i . x for the retrieved experts
+        values = gates.to(x.dtype) * self.act(pre)
+        return WideCode(values[..., None], experts, self.n_experts)
+
+    def decode(self, code: WideCode) -> Tensor:
+        return F.embedding_bag(code.experts, self.v.to(code.values.dtype),
+                               per_sample_weights=code.values[..., 0], mode="sum")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, None]:
+        shape = x.shape
+        y = self.decode(self._code(x.reshape(-1, shape[-1])))
+        return self.dropout(y.reshape(shape)), None
+
+    def code(self, x: Tensor) -> WideCode:
+        return self._code(x.reshape(-1, x.shape[-1]))

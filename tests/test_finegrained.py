@@ -1,0 +1,197 @@
+"""Monet-HD/VD and PEER against brute-force computations over every expert (pair) on small shapes."""
+
+import json
+import math
+from statistics import NormalDist
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moex.cli import main
+from moex.io import load_model
+from moex.model import ConfigError, make_config
+from moex.model.monet import MonetMLP, relu2
+from moex.model.peer import PEER, product_key_topk
+
+D_MODEL = 16
+
+
+def monet(kind, E=6, m=4, H=2, k=2, seed=0):
+    cfg = make_config("tiny", kind, d_model=D_MODEL, n_head=2, n_experts=E, d_expert=m, moe_heads=H,
+                      moe_top_k=k)
+    torch.manual_seed(seed)
+    layer = MonetMLP(cfg).double()
+    return layer, cfg
+
+
+def peer(N=36, h=3, k=4, d_key=8, seed=0):
+    cfg = make_config("tiny", "peer", d_model=D_MODEL, n_head=2, n_experts=N, moe_heads=h, moe_top_k=k,
+                      d_key=d_key)
+    torch.manual_seed(seed)
+    return PEER(cfg).double(), cfg
+
+
+def reference_gates(logits, k_over_e):
+    """Monet's gate written out: batch-norm per head over (tokens, experts), threshold, softmax."""
+    n, H, E = logits.shape
+    sigma = NormalDist().inv_cdf(1 - k_over_e)
+    out = torch.zeros_like(logits)
+    for h in range(H):
+        block = logits[:, h]
+        mean = block.mean()
+        var = ((block - mean) ** 2).mean()
+        normed = (block - mean) / torch.sqrt(var + 1e-5)
+        for t in range(n):
+            cut = min(normed[t].max().item(), sigma)
+            keep = [i for i in range(E) if normed[t, i] >= cut]
+            w = torch.softmax(block[t, keep], dim=0)
+            for i, wi in zip(keep, w):
+                out[t, h, i] = wi
+    return out
+
+
+def test_monet_router_matches_written_out_rule():
+    layer, cfg = monet("monet-hd", E=8, k=2)
+    layer.train()
+    x = torch.randn(7, D_MODEL, dtype=torch.float64)
+    g1, g2, l1, l2 = layer.router(x)
+    assert torch.allclose(g1.double(), reference_gates(l1.double(), 2 / 8), atol=1e-6)
+    assert torch.allclose(g2.double(), reference_gates(l2.double(), 2 / 8), atol=1e-6)
+    assert ((g1 > 0).sum(-1) >= 1).all()
+
+
+def monet_brute_force(layer, x):
+    """y = sum_h sum_(i,j) g1[h,i] g2[h,j] expert_(i,j)(x), looping over every expert pair."""
+    g1, g2, _, _ = layer.router(x)
+    E, m = layer.n, layer.m
+    d = x.shape[1]
+    y = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for h in range(layer.heads):
+            for i in range(E):
+                for j in range(E):
+                    w = g1[t, h, i] * g2[t, h, j]
+                    if w == 0:
+                        continue
+                    if layer.vertical:
+                        half = m // 2
+                        a = relu2(layer.u1.weight[i * half:(i + 1) * half] @ x[t])
+                        b = relu2(layer.u2.weight[j * half:(j + 1) * half] @ x[t])
+                        v = layer.v
+                        top = a @ v[0, i * half:(i + 1) * half] + b @ v[1, i * half:(i + 1) * half]
+                        bottom = a @ v[2, j * half:(j + 1) * half] + b @ v[3, j * half:(j + 1) * half]
+                        out = torch.cat((top, bottom))
+                    else:
+                        hidden = relu2(layer.u.weight[i * m:(i + 1) * m] @ x[t])
+                        out = hidden @ layer.v[j * m:(j + 1) * m]
+                    assert out.shape == (d,)
+                    y[t] += w * out
+    return y
+
+
+@pytest.mark.parametrize("kind", ["monet-hd", "monet-vd"])
+def test_monet_equals_sum_over_all_expert_pairs(kind):
+    layer, cfg = monet(kind)
+    layer.eval()  # fixed BatchNorm statistics: the rule is per token
+    with torch.no_grad():
+        layer.router.norm1.running_mean.normal_()
+        layer.router.norm2.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(5, D_MODEL, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = layer(x[None])
+        ref = monet_brute_force(layer, x)
+        code = layer.code(x)
+    assert torch.allclose(y[0], ref, atol=1e-10)
+    assert code.width == cfg.code_width
+    assert torch.allclose(layer.decode(code), ref, atol=1e-10)
+
+
+def test_product_key_topk_equals_brute_force_over_all_pairs():
+    torch.manual_seed(1)
+    n, h, c, k = 9, 3, 5, 6
+    q1, q2 = torch.randn(4, h, c, dtype=torch.float64), torch.randn(4, h, c, dtype=torch.float64)
+    k1, k2 = torch.randn(h, n, c, dtype=torch.float64), torch.randn(h, n, c, dtype=torch.float64)
+    scores, idx = product_key_topk(q1, q2, k1, k2, k)
+    for t in range(4):
+        for hh in range(h):
+            full = [(q1[t, hh] @ k1[hh, a] + q2[t, hh] @ k2[hh, b]).item() for a in range(n) for b in range(n)]
+            best = sorted(range(n * n), key=lambda e: -full[e])[:k]
+            assert idx[t, hh].tolist() == best
+            assert scores[t, hh].tolist() == pytest.approx([full[e] for e in best], abs=1e-12)
+
+
+def test_peer_equals_brute_force_retrieval():
+    layer, cfg = peer()
+    layer.eval()
+    x = torch.randn(5, D_MODEL, dtype=torch.float64)
+    n = layer.n_keys
+    with torch.no_grad():
+        y, _ = layer(x[None])
+        code = layer.code(x)
+        q = layer.query_norm(layer.query(x)).reshape(5, layer.heads, -1)
+        ref = torch.zeros_like(x)
+        for t in range(5):
+            for h in range(layer.heads):
+                q1, q2 = q[t, h].chunk(2)
+                s = torch.tensor([q1 @ layer.keys[0, h, e // n] + q2 @ layer.keys[1, h, e % n]
+                                  for e in range(cfg.n_experts)], dtype=torch.float64)
+                top, experts = s.topk(layer.top_k)
+                for g, e in zip(torch.softmax(top, 0), experts):
+                    ref[t] += g * F.gelu(layer.u[e] @ x[t]) * layer.v[e]
+    assert torch.allclose(y[0], ref, atol=1e-10)
+    assert torch.allclose(code.to_dense() @ layer.v, ref, atol=1e-10)
+    assert code.width == cfg.code_width == cfg.n_experts
+
+
+@pytest.mark.parametrize("kind", ["monet-hd", "monet-vd", "peer"])
+def test_gradients_reach_routers_keys_and_experts(kind):
+    layer, _ = peer() if kind == "peer" else monet(kind)
+    layer.train()
+    y, aux = layer(torch.randn(2, 6, D_MODEL, dtype=torch.float64))
+    loss = y.square().sum() + (aux if aux is not None else 0)
+    loss.backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_parameter_matching_printed(capsys):
+    counts = {}
+    for mlp in ["gelu", "monet-hd", "monet-vd", "peer", "moex"]:
+        assert main(["model", "summary", "--preset", "chess-8l", "--mlp", mlp, "--json"]) == 0
+        s = json.loads(capsys.readouterr().out)
+        counts[mlp] = (s["total_params"], s["active_params"])
+    print(counts)
+    assert counts["monet-hd"] == counts["monet-vd"] == counts["gelu"]
+    d, layers = 512, 8
+    # PEER: query (d * h * d_key) + its BatchNorm (2 h d_key) + sub-keys (h * n * d_key)
+    # + 8 heads x 16 retrieved neurons of 2 d each
+    per_layer = d * 8 * 128 + 2 * 8 * 128 + 8 * 128 * 128 + 8 * 16 * 2 * d
+    expert_params = 128 * 128 * 2 * d
+    assert counts["peer"][1] == counts["gelu"][1] - layers * 2 * d * 4096 + layers * per_layer
+    assert counts["peer"][0] == counts["peer"][1] + layers * (expert_params - 8 * 16 * 2 * d)
+
+
+def test_config_errors_for_fine_grained():
+    with pytest.raises(ConfigError, match="square"):
+        make_config("tiny", "peer", n_experts=1000)
+    with pytest.raises(ConfigError, match="no expert width"):
+        make_config("tiny", "monet-hd")  # 512 half-experts leave no width in a 1024-wide tiny MLP
+    with pytest.raises(ConfigError, match="even"):
+        make_config("tiny", "monet-vd", n_experts=64, d_expert=3)
+
+
+@pytest.mark.parametrize("kind,over", [("monet-hd", ["n_experts=64"]), ("monet-vd", ["n_experts=64"]),
+                                       ("peer", ["n_experts=4096"])])
+def test_short_cpu_training_loss_falls(kind, over, chess_blocks_dir, tmp_path):
+    out = tmp_path / kind
+    args = ["train", "--preset", "tiny", "--mlp", kind, "--data", str(chess_blocks_dir), "--out", str(out),
+            "n_layer=2", "max_steps=40", "batch_size=8", "eval_interval=40", "eval_batches=2",
+            "log_interval=5", "warmup_steps=5", "lr=1e-3", *over]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    train = [r["train_loss"] for r in rows if "train_loss" in r]
+    print(kind, train)
+    assert train[-1] < train[0] - 0.5
+    assert train[-1] < math.log(32)
+    assert load_model(out).cfg.mlp == kind
