@@ -52,8 +52,13 @@ def save_model(model: GPT, out_dir: str | Path) -> None:
 
 
 def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") -> GPT:
-    """Load a model saved by ``save_model`` (a run directory or a checkpoint directory)."""
+    """Load a model saved by ``save_model`` (a run directory or a checkpoint directory), or a Hugging Face
+    GPT-2 checkpoint directory (``config.json`` + weights)."""
+    from .model.hf import is_hf_gpt2, load_hf_gpt2
+
     run_dir = Path(run_dir)
+    if is_hf_gpt2(run_dir):
+        return load_hf_gpt2(run_dir, map_location)
     cfg_path, weights = run_dir / "cfg.json", run_dir / "model.safetensors"
     for p in (cfg_path, weights):
         if not p.exists():

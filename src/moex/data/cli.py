@@ -67,6 +67,17 @@ def cmd_labels(args: argparse.Namespace) -> None:
           "(arrays: game, char, pieces (P,12,8,8), state (P,8,8))")
 
 
+def cmd_text_build(args: argparse.Namespace) -> None:
+    from .text.build import build_text
+
+    meta = build_text(args.sources, args.out, column=args.column, val_fraction=args.val_fraction,
+                      block=args.block, shard_tokens=args.shard_tokens, workers=args.workers or _cpus(),
+                      max_docs=args.max_docs, hf_split=args.hf_split)
+    n = meta["n_tokens"]
+    print(f"{meta['n_docs']} documents -> {n['train']:,} train + {n['val']:,} val GPT-2 tokens in "
+          f"{len(meta['files']['train']) + len(meta['files']['val'])} shard(s) under {args.out}")
+
+
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build training and evaluation data")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
@@ -109,3 +120,18 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-chars", type=int, default=256)
     s.add_argument("--max-positions", type=int, default=20)
     s.set_defaults(func=cmd_labels)
+
+    text_p = dsub.add_parser("text", help="natural-language corpora -> GPT-2 token shards")
+    tsub = text_p.add_subparsers(dest="text_cmd", required=True)
+    s = tsub.add_parser("build", help="text / JSONL / parquet files, directories or hf:NAME[:CONFIG] -> "
+                                      "uint16 shards + meta.json")
+    s.add_argument("sources", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--column", default="text", help="JSONL field / parquet / dataset column with the text")
+    s.add_argument("--val-fraction", type=float, default=0.01, help="share of documents held out")
+    s.add_argument("--block", type=int, default=1025, help="training block: context + 1 tokens")
+    s.add_argument("--shard-tokens", type=int, default=100_000_000)
+    s.add_argument("--workers", type=int, default=0, help="tokenising processes (default: all CPUs)")
+    s.add_argument("--max-docs", type=int, help="stop after this many documents (e.g. for streamed datasets)")
+    s.add_argument("--hf-split", default="train", help="split of a hf: dataset")
+    s.set_defaults(func=cmd_text_build)

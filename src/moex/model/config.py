@@ -49,6 +49,7 @@ class ModelConfig:
     mlp: str = "gelu"
     d_mlp: int = 4096  # dense hidden width D
     topk_k: int = 128  # units kept by the TopK activation
+    gelu_approx: str = "none"  # "tanh" for GPT-2's gelu_new (loaded GPT-2 weights)
     geglu_hidden: int = 0  # 0: 2/3 of d_mlp rounded to a multiple of 8 (parameter match)
     # MoE (mlp == "moe")
     n_experts: int = 8
@@ -115,6 +116,8 @@ class ModelConfig:
                 raise ConfigError(f"moe_dispatch={self.moe_dispatch!r} must be auto, grouped or loop")
         if self.mlp in FINE_GRAINED:
             self.validate_fine_grained()
+        if self.gelu_approx not in ("none", "tanh"):
+            raise ConfigError(f"gelu_approx={self.gelu_approx!r} must be 'none' or 'tanh'")
         if self.mlp == "topk" and not 1 <= self.topk_k <= self.d_mlp:
             raise ConfigError(f"topk_k={self.topk_k} must be in 1..d_mlp={self.d_mlp}")
 
@@ -166,6 +169,8 @@ BACKBONES: dict[str, dict[str, Any]] = {
     "lm-medium": dict(vocab_size=50257, n_layer=24, n_head=16, d_model=1024, ctx=1024, d_mlp=4096),
     # CPU-sized, for tests and the demo. Chess vocabulary, 256-character blocks.
     "tiny": dict(vocab_size=32, n_layer=4, n_head=4, d_model=128, ctx=255, d_mlp=1024, topk_k=64),
+    # The same with the GPT-2 vocabulary, for text on a CPU.
+    "tiny-lm": dict(vocab_size=50257, n_layer=4, n_head=4, d_model=128, ctx=255, d_mlp=1024, topk_k=64),
 }
 
 MLP_PRESETS: dict[str, dict[str, Any]] = {

@@ -68,6 +68,7 @@ class DenseMLP(nn.Module):
         super().__init__()
         self.kind = cfg.mlp
         self.topk_k = cfg.topk_k
+        self.gelu_approx = cfg.gelu_approx
         self.c_fc = nn.Linear(cfg.d_model, cfg.d_mlp, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model, bias=cfg.bias)
         self.ln = nn.LayerNorm(cfg.d_mlp, bias=cfg.bias) if cfg.mlp == "solu" else None
@@ -76,7 +77,7 @@ class DenseMLP(nn.Module):
     def hidden(self, x: Tensor) -> Tensor:
         pre = self.c_fc(x)
         if self.kind == "gelu":
-            return F.gelu(pre)
+            return F.gelu(pre, approximate=self.gelu_approx)
         if self.kind == "relu":
             return F.relu(pre)
         if self.kind == "topk":

@@ -1,0 +1,1 @@
+"""Natural-language data: GPT-2 BPE tokenisation and token shards."""

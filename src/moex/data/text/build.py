@@ -1,0 +1,239 @@
+"""Text corpora -> GPT-2 token shards (uint16) + ``meta.json``, the layout ``BlockData`` reads.
+
+Sources: plain text files (one document per file), JSONL and parquet files with a text column, and
+Hugging Face datasets by name (``hf:NAME[:CONFIG]``, streamed; needs ``datasets`` and the network).
+Every document is preceded by ``<|endoftext|>``, so documents are separated by it. Each document goes
+to validation with probability ``val_fraction`` (decided by its index, so rebuilding is identical).
+Shards hold at most ``shard_tokens`` tokens; a shard is written to a temporary name, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ...io import write_json
+from ..loader import DataError
+from .tokenizer import EOT, VOCAB_SIZE, encode
+
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".raw", ".tokens")
+
+
+@dataclass
+class Document:
+    source: str  # file:line or dataset:index, for error messages
+    text: str
+
+
+def _check_text(path: Path, data: bytes) -> str:
+    if not data.strip():
+        raise DataError(f"{path}: the file is empty")
+    if b"\x00" in data[:65536]:
+        raise DataError(f"{path}: looks binary (NUL bytes), not a text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
+def read_text_file(path: Path) -> Iterator[Document]:
+    yield Document(str(path), _check_text(path, path.read_bytes()))
+
+
+def read_jsonl(path: Path, column: str) -> Iterator[Document]:
+    text = _check_text(path, path.read_bytes())
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or column not in row:
+            keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+            raise DataError(f"{path}:{n}: no {column!r} field (found: {keys}); choose one with --column")
+        if not isinstance(row[column], str):
+            raise DataError(f"{path}:{n}: field {column!r} is {type(row[column]).__name__}, not text")
+        yield Document(f"{path}:{n}", row[column])
+
+
+def read_parquet(path: Path, column: str) -> Iterator[Document]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        f = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    if column not in f.schema_arrow.names:
+        raise DataError(f"{path}: no {column!r} column (found: {', '.join(f.schema_arrow.names)}); "
+                        "choose one with --column")
+    row = 0
+    for batch in f.iter_batches(columns=[column]):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            if value is not None:
+                yield Document(f"{path} row {row}", value)
+
+
+def read_hf(name: str, column: str, split: str) -> Iterator[Document]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{name}: Hugging Face datasets need `pip install datasets` and the network") from None
+    repo, _, config = name[3:].partition(":")
+    ds = datasets.load_dataset(repo, config or None, split=split, streaming=True)
+    for i, row in enumerate(ds):
+        if column not in row:
+            raise DataError(f"{name}: no {column!r} column (found: {', '.join(row)})")
+        yield Document(f"{name} #{i}", row[column])
+
+
+def read_source(source: str, column: str = "text", hf_split: str = "train") -> Iterator[Document]:
+    """Documents of one source: a file (by suffix), a directory of files, or ``hf:NAME[:CONFIG]``."""
+    if source.startswith("hf:"):
+        yield from read_hf(source, column, hf_split)
+        return
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        if not files:
+            raise DataError(f"{path}: the directory holds no files")
+        for p in files:
+            yield from read_source(str(p), column, hf_split)
+        return
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".json")):
+        yield from read_jsonl(path, column)
+    elif name.endswith(".parquet"):
+        yield from read_parquet(path, column)
+    else:
+        yield from read_text_file(path)
+
+
+def _tokenize(doc: Document) -> np.ndarray:
+    return np.array([EOT, *encode(doc.text)], dtype=np.uint16)
+
+
+@dataclass
+class ShardWriter:
+    """Appends tokens to ``{split}-NNNNNN.bin`` files of at most ``shard_tokens`` tokens each."""
+
+    out: Path
+    split: str
+    shard_tokens: int
+    files: list[str] = field(default_factory=list)
+    n_tokens: int = 0
+    _buf: list[np.ndarray] = field(default_factory=list)
+    _buffered: int = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        self._buf.append(tokens)
+        self._buffered += tokens.size
+        self.n_tokens += tokens.size
+        while self._buffered >= self.shard_tokens:
+            self._flush(self.shard_tokens)
+
+    def close(self) -> None:
+        if self._buffered:
+            self._flush(self._buffered)
+
+    def _flush(self, n: int) -> None:
+        data = np.concatenate(self._buf)
+        name = f"{self.split}-{len(self.files):06d}.bin"
+        tmp = self.out / (name + ".tmp")
+        data[:n].tofile(tmp)
+        os.replace(tmp, self.out / name)
+        self.files.append(name)
+        rest = data[n:]
+        self._buf = [rest] if rest.size else []
+        self._buffered = rest.size
+
+
+def build_text(sources: list[str], out: str | Path, *, column: str = "text", val_fraction: float = 0.01,
+               block: int = 1025, shard_tokens: int = 100_000_000, workers: int | None = None,
+               max_docs: int | None = None, hf_split: str = "train", progress: bool = True) -> dict:
+    """Tokenise ``sources`` into ``out``; returns the meta dict (also written as ``out/meta.json``)."""
+    if not sources:
+        raise DataError("no sources given")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction={val_fraction} must be in [0, 1)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    every = round(1 / val_fraction) if val_fraction > 0 else 0
+    writers = {s: ShardWriter(out, s, shard_tokens) for s in ("train", "val")}
+
+    def docs() -> Iterator[Document]:
+        n = 0
+        for src in sources:
+            for doc in read_source(src, column, hf_split):
+                if max_docs is not None and n >= max_docs:
+                    return
+                n += 1
+                yield doc
+
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    n_docs = 0
+    bar = tqdm(desc="tokenising", unit=" docs", disable=not progress)
+    with Pool(workers) if workers > 1 else _Serial() as pool:
+        for i, tokens in enumerate(pool.imap(_tokenize, docs(), chunksize=16)):
+            split = "val" if every and i % every == every - 1 else "train"
+            writers[split].add(tokens)
+            n_docs += 1
+            bar.update()
+    bar.close()
+    train, val = writers["train"], writers["val"]
+    if every and val.n_tokens == 0 and not train.files and train._buffered:
+        # fewer documents than 1/val_fraction (e.g. one text file): hold out the stream's tail instead
+        stream = np.concatenate(train._buf)
+        cut = stream.size - max(block, int(stream.size * val_fraction))
+        train._buf, train._buffered, train.n_tokens = [stream[:cut]], cut, cut
+        val.add(stream[cut:])
+    for w in writers.values():
+        w.close()
+    if writers["train"].n_tokens < block:
+        raise DataError(f"{', '.join(sources)}: only {writers['train'].n_tokens} training tokens, "
+                        f"fewer than one block of {block}")
+    if val_fraction > 0 and writers["val"].n_tokens < block:
+        raise DataError(f"{', '.join(sources)}: only {writers['val'].n_tokens} validation tokens "
+                        f"(fewer than one block of {block}); raise --val-fraction or add text")
+    meta = {
+        "kind": "text",
+        "tokenizer": "gpt2",
+        "vocab_size": VOCAB_SIZE,
+        "dtype": "uint16",
+        "block": block,
+        "stream": True,
+        "files": {s: w.files for s, w in writers.items()},
+        "n_tokens": {s: w.n_tokens for s, w in writers.items()},
+        "n_docs": n_docs,
+        "sources": sources,
+        "column": column,
+        "val_fraction": val_fraction,
+    }
+    write_json(out / "meta.json", meta)
+    return meta
+
+
+class _Serial:
+    """A one-process stand-in for ``multiprocessing.Pool`` (``imap`` only)."""
+
+    def __enter__(self) -> "_Serial":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def imap(self, fn, items, chunksize: int = 1):
+        return map(fn, items)

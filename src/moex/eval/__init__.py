@@ -1,0 +1,1 @@
+"""Language-model evaluation: perplexity (sliding window) and LAMBADA."""

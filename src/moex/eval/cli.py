@@ -1,0 +1,48 @@
+"""``moex eval ppl``: perplexity of one or more checkpoints on one or more evaluation sets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_ppl(args: argparse.Namespace) -> None:
+    import torch
+
+    from ..io import load_model
+    from .ppl import evaluate, format_table, write_results
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for ckpt in args.checkpoint:
+        model = load_model(ckpt, map_location=device)
+        if model.cfg.vocab_size < 50257:
+            from ..errors import MoexError
+
+            raise MoexError(f"{ckpt}: vocabulary {model.cfg.vocab_size} is not GPT-2's; "
+                            "perplexity needs a text model")
+        for data in args.data:
+            r = evaluate(model, data, stride=args.stride, batch_size=args.batch_size, device=device)
+            rows.append({"checkpoint": str(ckpt), "data": Path(data).name, "n_tokens": r.n_tokens,
+                         "nll": r.nll, "ppl": r.ppl, "accuracy": r.accuracy,
+                         "stride": args.stride or model.cfg.ctx // 2, "ctx": model.cfg.ctx})
+    print(format_table(rows))
+    if args.out:
+        write_results(rows, args.out)
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}")
+
+
+def add_eval_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate language models")
+    esub = p.add_subparsers(dest="eval_cmd", required=True)
+    s = esub.add_parser("ppl", help="sliding-window perplexity (text) or LAMBADA accuracy + perplexity")
+    s.add_argument("--checkpoint", nargs="+", required=True,
+                   help="moex run/checkpoint directories or Hugging Face GPT-2 directories")
+    s.add_argument("--data", nargs="+", required=True,
+                   help="text/JSONL/parquet files (a name containing 'lambada' is scored as LAMBADA), "
+                        "or wikitext-2, wikitext-103, lambada (fetched with `datasets`)")
+    s.add_argument("--stride", type=int, help="window stride in tokens (default: context // 2)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", help="write the results as JSON (and a .md table beside it)")
+    s.set_defaults(func=cmd_ppl)
