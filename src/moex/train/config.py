@@ -50,6 +50,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=20, max_steps=300, eval_interval=50,
                  eval_batches=4, ckpt_interval=100, log_interval=5),
 }
+TRAIN_PRESETS["tiny-lm"] = TRAIN_PRESETS["tiny"]
 
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)}
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
