@@ -53,10 +53,12 @@ def _extra_commands() -> list:
     from .data.cli import add_data_commands
     from .demo import add_demo_command
     from .eval.cli import add_eval_commands
+    from .experiments.chess import add_experiment_commands
     from .interp.cli import add_interp_commands
     from .train.cli import add_train_commands
 
-    return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_demo_command]
+    return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands,
+            add_demo_command]
 
 
 def main(argv: list[str] | None = None) -> int:

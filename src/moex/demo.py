@@ -7,7 +7,6 @@ Finished steps are reused when run again with the same --out.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,66 +16,33 @@ ROWS = (("GELU (dense)", "gelu"), ("Switch", "switch"), ("MoE-X", "moex"))
 
 def run_demo(out: Path, games: int = 800, eval_games: int = 200, steps: int = 150, preset: str = "tiny",
              engine: str = "auto", seed: int = 0, workers: int = 0, device: str = "auto") -> dict[str, Any]:
-    import os
-
     import torch
 
-    from .data.chess.blocks import build_blocks
     from .data.chess.importer import read_games
-    from .data.chess.selfplay import SelfPlayConfig, find_stockfish, generate_games
-    from .interp.chess_eval import score_features
-    from .interp.collect import collect_chess, default_layer
+    from .experiments.chess import last_val_loss, prepare_chess_data, score_model, train_to
+    from .interp.collect import default_layer
     from .io import load_model, write_json
     from .model.config import make_config
-    from .train.checkpoint import latest_checkpoint
-    from .train.config import TRAIN_PRESETS, TrainConfig
-    from .train.trainer import train
+    from .train.config import TRAIN_PRESETS
 
     t_start = time.time()
-    workers = workers or len(os.sched_getaffinity(0))
-    if engine == "auto":
-        engine = "stockfish" if find_stockfish() else "random"
-        if engine == "random":
-            print("Stockfish not found (apt-get install stockfish): using the pure-Python random player")
-    sp = SelfPlayConfig(engine=engine, nodes=200)
-    data_games, eval_path = out / "games" / "train", out / "games" / "eval"
-    if not (data_games / "games.txt").exists():
-        generate_games(games, data_games, sp, seed=seed, workers=workers)
-    if not (eval_path / "games.txt").exists():
-        generate_games(eval_games, eval_path, sp, seed=seed + 1, workers=workers)
-    mcfg0 = make_config(preset)
-    blocks = out / "blocks"
-    if not (blocks / "meta.json").exists():
-        build_blocks([data_games / "games.txt"], blocks, val_fraction=0.05, block=mcfg0.ctx + 1, seed=seed)
-    eval_games_list = read_games(eval_path / "games.txt")
+    blocks, eval_path, engine = prepare_chess_data(out, games, eval_games, make_config(preset).ctx, nodes=200,
+                                                   seed=seed, engine=engine, workers=workers)
+    eval_games_list = read_games(eval_path)
 
     results: dict[str, Any] = {"preset": preset, "engine": engine, "games": games, "eval_games": eval_games,
                                "steps": steps, "seed": seed, "rows": []}
     for name, mlp in ROWS:
         run = out / "runs" / mlp
-        ck = latest_checkpoint(run)
-        if ck is None or not ck.name.endswith(f"{steps:07d}"):
-            tcfg = TrainConfig.from_dict({**TRAIN_PRESETS.get(preset, {}), "max_steps": steps,
-                                          "eval_interval": steps, "ckpt_interval": steps, "data": str(blocks),
-                                          "seed": seed + 1337, "device": device})
-            if ck is None:
-                train(run, make_config(preset, mlp), tcfg)
-            else:
-                train(run, resume=True, train_overrides={"max_steps": steps})
-        metrics = [json.loads(line) for line in open(run / "metrics.jsonl")]
-        val_loss = next(r["val_loss"] for r in reversed(metrics) if "val_loss" in r)
+        tcfg = {**TRAIN_PRESETS.get(preset, {}), "eval_interval": steps, "ckpt_interval": steps,
+                "data": str(blocks), "seed": seed + 1337, "device": device}
+        train_to(run, steps, make_config(preset, mlp), tcfg)
         model = load_model(run)
-        layer = default_layer(model)
         dev = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
-        acts = collect_chess(model, eval_games_list, layer, device=dev)
-        score = score_features(eval_games_list, acts.features, acts.f_max, device=dev)
-        row = {"model": name, "mlp": mlp, "val_loss": val_loss, "coverage": score["coverage"],
-               "reconstruction": score["reconstruction"], "mean_l0": acts.mean_l0, "layer": layer,
-               "features": score["pieces"]["n_features"], "alive": score["pieces"]["alive_features"],
-               "piece_state_coverage": score["piece_state"]["coverage"],
-               "piece_state_reconstruction": score["piece_state"]["reconstruction"]}
+        row = {"model": name, "mlp": mlp, "val_loss": last_val_loss(run),
+               **score_model(model, eval_games_list, default_layer(model), dev)}
         results["rows"].append(row)
-        write_json(out / "scores" / f"{mlp}.json", {**score, "layer": layer, "mean_l0": acts.mean_l0})
+        write_json(out / "scores" / f"{mlp}.json", row)
     results["seconds"] = round(time.time() - t_start, 1)
     table = format_table(results)
     write_json(out / "results.json", results)

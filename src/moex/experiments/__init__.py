@@ -1,0 +1,1 @@
+"""Paper experiments, each one command: ``moex experiment chess``."""
