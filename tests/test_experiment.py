@@ -48,6 +48,7 @@ def test_tiny_scale_end_to_end_and_resumable(tmp_path):
     assert names == {r.name for r in ROWS} | {"sae"}
     for t in ("table1", "table3", "table4", "router"):
         assert (out / f"{t}.md").exists()
+    assert (out / "router.png").exists()  # matplotlib comes with the test extra
     table1 = (out / "table1.md").read_text()
     for label in ("GELU", "GEGLU", "SoLU", "Monet-HD", "Monet-VD", "PEER", "Switch", "MoE-X", "SAE"):
         assert label in table1

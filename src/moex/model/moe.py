@@ -66,6 +66,12 @@ class SparsityRouter(nn.Module):
         return w_enc.shape[-1] * 0.5 * (1.0 + torch.erf(mu_h / (math.sqrt(2.0) * s_h)))
 
 
+def expert_counts(experts: Tensor, n_experts: int) -> Tensor:
+    """Occurrences of each expert id, without the device-to-host sync of ``torch.bincount`` on CUDA."""
+    flat = experts.reshape(-1)
+    return torch.zeros(n_experts, dtype=torch.long, device=flat.device).scatter_add_(0, flat, torch.ones_like(flat))
+
+
 def load_balance_loss(logits: Tensor, coef: float) -> Tensor:
     """Switch load-balance loss: coef * M * sum_i f_i P_i (METHODS sec 1).
 
@@ -74,7 +80,7 @@ def load_balance_loss(logits: Tensor, coef: float) -> Tensor:
     """
     n, m = logits.shape
     probs = torch.softmax(logits.float(), dim=-1)
-    f = torch.bincount(probs.argmax(dim=-1), minlength=m).float() / n
+    f = expert_counts(probs.argmax(dim=-1), m).float() / n
     return coef * m * (f * probs.mean(dim=0)).sum()
 
 
@@ -145,7 +151,7 @@ class MoE(nn.Module):
         n, k = experts.shape
         flat = experts.reshape(-1)
         order = torch.argsort(flat, stable=True)
-        counts = torch.bincount(flat, minlength=self.n_experts)
+        counts = expert_counts(flat, self.n_experts)
         if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
             x = x.to(torch.get_autocast_dtype("cuda"))
         grouped = self.use_grouped(x)
