@@ -63,7 +63,8 @@ def test_upcycled_loss_at_step_zero(dense_run, chess_blocks_dir):
     ReLU experts from a GELU dense model also change the activation: only required to stay close to
     the dense loss rather than the untrained loss."""
     dense = load_model(dense_run).eval()
-    x, y = BlockData(chess_blocks_dir).blocks("val", np.arange(16))
+    data = BlockData(chess_blocks_dir)
+    x, y = data.blocks("val", np.arange(min(16, data.n_blocks("val"))))
     with torch.no_grad():
         ref = dense(x, y).loss.item()
         copies = upcycle(dense, "switch", d_expert=dense.cfg.d_mlp).eval()(x, y).loss.item()
