@@ -144,6 +144,24 @@ def test_peer_equals_brute_force_retrieval():
     assert code.width == cfg.code_width == cfg.n_experts
 
 
+def test_peer_gather_path_equals_dense_scores_path():
+    layer, _ = peer(N=64, h=2, k=3)
+    layer.train()
+    x = torch.randn(2, 5, D_MODEL, dtype=torch.float64)
+    grads = []
+    for gather in (False, True):
+        layer.gather = gather
+        layer.zero_grad()
+        torch.manual_seed(0)
+        y, _ = layer(x)
+        y.square().sum().backward()
+        grads.append((y.detach(), {n: p.grad.clone() for n, p in layer.named_parameters()}))
+    (y0, g0), (y1, g1) = grads
+    assert torch.allclose(y0, y1, atol=1e-12)
+    for n in g0:
+        assert torch.allclose(g0[n], g1[n], atol=1e-10), n
+
+
 @pytest.mark.parametrize("kind", ["monet-hd", "monet-vd", "peer"])
 def test_gradients_reach_routers_keys_and_experts(kind):
     layer, _ = peer() if kind == "peer" else monet(kind)

@@ -7,8 +7,10 @@ among the k x k sums of each half's top k, which is all the layer scores (produc
 products). Gate weights g = softmax over the head's k scores; y = sum_h sum_k g act(u . x) v.
 
 Wide-sparse code: z in R^N, z_i = sum over the (head, slot) pairs that retrieved expert i of
-g * act(u_i . x); y = V^T z. Memory: u_i . x is read from one dense x @ U^T (transient, N per token);
-the output is an ``embedding_bag`` over the retrieved rows of V, so no (tokens, h*k, d) tensor is built.
+g * act(u_i . x); y = V^T z. Memory: the output is an ``embedding_bag`` over the retrieved rows of V
+(no (tokens, h*k, d) tensor). u_i . x for the retrieved experts comes from one dense x @ U^T when
+N <= h*k*d (a transient N per token, cheaper than gathering), else from the gathered rows of U in
+chunks of tokens, recomputed in the backward pass, so nothing of size N per token is ever built.
 """
 
 from __future__ import annotations
@@ -43,6 +45,25 @@ def product_key_topk(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, k: int) -> 
     return scores, a * n + b
 
 
+GATHER_CHUNK = 4096  # tokens per chunk on the gather path
+
+
+def _gathered_dots(x: Tensor, u: Tensor, experts: Tensor) -> Tensor:
+    return torch.cat([torch.einsum("td,tsd->ts", xc, F.embedding(ec, u))
+                      for xc, ec in zip(x.split(GATHER_CHUNK), experts.split(GATHER_CHUNK))])
+
+
+def retrieved_dots(x: Tensor, u: Tensor, experts: Tensor, gather: bool) -> Tensor:
+    """u_i . x for the retrieved experts: x (T, d), u (N, d), experts (T, S) -> (T, S)."""
+    if not gather:
+        return (x @ u.T).gather(1, experts)
+    if torch.is_grad_enabled() and (x.requires_grad or u.requires_grad):
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(_gathered_dots, x, u, experts, use_reentrant=False)
+    return _gathered_dots(x, u, experts)
+
+
 class PEER(nn.Module):
     """Parameter Efficient Expert Retrieval layer with N single-neuron experts, h heads, top-k per head."""
 
@@ -58,6 +79,7 @@ class PEER(nn.Module):
         self.u = nn.Parameter(torch.empty(self.n_experts, cfg.d_model))  # expert input weights
         self.v = nn.Parameter(torch.empty(self.n_experts, cfg.d_model))  # expert output weights
         self.dropout = nn.Dropout(cfg.dropout)
+        self.gather: bool | None = None  # None: by size (see the module docstring); tests force a path
         nn.init.normal_(self.query.weight, std=0.02)
         nn.init.normal_(self.keys, std=1.0 / math.sqrt(self.d_key))
         nn.init.normal_(self.u, std=0.02)
@@ -75,7 +97,9 @@ class PEER(nn.Module):
 
     def _code(self, x: Tensor) -> WideCode:
         experts, gates = self.retrieve(x)
-        pre = (x @ self.u.to(x.dtype).T).gather(1, experts)  # u_i . x for the retrieved experts
+        gather = self.gather if self.gather is not None else \
+            self.n_experts > self.heads * self.top_k * x.shape[-1]
+        pre = retrieved_dots(x, self.u.to(x.dtype), experts, gather)
         values = gates.to(x.dtype) * self.act(pre)
         return WideCode(values[..., None], experts, self.n_experts)
 
