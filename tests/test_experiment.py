@@ -66,3 +66,21 @@ def test_tiny_scale_end_to_end_and_resumable(tmp_path):
     assert {p: os.path.getmtime(p) for p in out.glob("runs/*/metrics.jsonl")} == stamps
     assert again["rows"] == results["rows"]
     assert format_tables(again)["table1"] == table1
+
+
+@pytest.mark.slow
+def test_experiment_under_torchrun_two_processes(chess_games_dir, tmp_path):
+    """Every rank trains; rank 0 alone writes data, upcycled weights, scores and tables."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541",
+                        "-m", "moex.cli", "experiment", "chess", "--scale", "tiny", "--out", str(out),
+                        "--games", str(chess_games_dir), "--device", "cpu", "--only", "gelu", "moex"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [row["name"] for row in results["rows"]] == ["gelu", "moex"]
+    assert r.stdout.count("# Table 1") == 1  # printed by rank 0 only
+    assert "moex" in results["router_analysis"]

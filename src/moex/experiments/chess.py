@@ -20,6 +20,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,21 +138,39 @@ def prepare_chess_data(out: Path, games: int, eval_games: int, ctx: int, nodes: 
     return blocks, eval_dir / "games.txt", engine
 
 
-def train_to(run: Path, steps: int, mcfg=None, tcfg: dict | None = None, init_model=None) -> None:
-    """Train ``run`` until ``steps``: a new run from ``mcfg`` (or from ``init_model``'s weights at step 0),
-    or resume the run's newest checkpoint."""
+def distributed() -> tuple[bool, Callable[[], None]]:
+    """(is this the main process, a barrier): under torchrun every rank trains, only rank 0 writes
+    data, initial weights and scores."""
+    from ..train.trainer import setup_distributed
+
+    rank, world, _ = setup_distributed()
+
+    def barrier() -> None:
+        if world > 1:
+            torch.distributed.barrier()
+
+    return rank == 0, barrier
+
+
+def train_to(run: Path, steps: int, mcfg=None, tcfg: dict | None = None,
+             init: Callable[[], Any] | None = None) -> None:
+    """Train ``run`` until ``steps``: a new run from ``mcfg``, or from the weights ``init()`` returns (at
+    step 0, fresh optimizer), or resume the run's newest checkpoint."""
     from ..io import save_model
     from ..train.checkpoint import latest_checkpoint, write_train_config
     from ..train.config import TrainConfig
     from ..train.trainer import train
 
+    master, barrier = distributed()
     ck = latest_checkpoint(run)
     if ck is not None and ck.name.endswith(f"{steps:07d}"):
         return
-    if ck is None and init_model is not None and not (run / "model.safetensors").exists():
-        save_model(init_model, run)
-        write_train_config(run, TrainConfig.from_dict({**(tcfg or {}), "max_steps": steps}))
-    if ck is None and init_model is None:
+    if ck is None and init is not None:
+        if master and not (run / "model.safetensors").exists():
+            save_model(init(), run)
+            write_train_config(run, TrainConfig.from_dict({**(tcfg or {}), "max_steps": steps}))
+        barrier()
+    if ck is None and init is None:
         train(run, mcfg, TrainConfig.from_dict({**(tcfg or {}), "max_steps": steps}))
     else:
         train(run, resume=True, train_overrides={"max_steps": steps})
@@ -262,12 +281,12 @@ def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, en
                          device: str = "auto", workers: int = 0, games_dir: str | None = None,
                          only: list[str] | None = None) -> dict[str, Any]:
     from ..data.chess.importer import read_games
+    from ..data.loader import BlockData
     from ..interp.collect import default_layer
     from ..interp.sae import SAE, SAEConfig, train_sae
     from ..io import load_model
     from ..model.config import make_config
     from ..model.upcycle import upcycle
-    from ..data.loader import BlockData
 
     if scale not in SCALES:
         raise MoexError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
@@ -275,17 +294,23 @@ def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, en
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    master, barrier = distributed()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     ctx = make_config(sc.preset).ctx
-    blocks, eval_path, engine = prepare_chess_data(out, sc.games, sc.eval_games, ctx, sc.nodes, seed, engine,
-                                                   workers, games_dir)
+    data_args = (out, sc.games, sc.eval_games, ctx, sc.nodes, seed, engine, workers, games_dir)
+    if master:
+        prepare_chess_data(*data_args)
+    barrier()
+    blocks, eval_path, engine = prepare_chess_data(*data_args)  # now only finds what rank 0 made
     eval_games = read_games(eval_path)
     tcfg = {**sc.train, "batch_size": sc.batch_size, "data": str(blocks), "seed": seed + 1337,
             "device": device, "ckpt_interval": max(10, min(sc.steps, sc.up_steps) // 2)}
-    write_json(out / "experiment.json", {"scale": scale, "seed": seed, "engine": engine, "config": asdict(sc),
-                                         "rows": [asdict(r) for r in ROWS]})
     runs, rows_dir = out / "runs", out / "rows"
-    rows_dir.mkdir(exist_ok=True)
+    if master:
+        write_json(out / "experiment.json", {"scale": scale, "seed": seed, "engine": engine,
+                                             "config": asdict(sc), "rows": [asdict(r) for r in ROWS]})
+        rows_dir.mkdir(exist_ok=True)
+    barrier()
     wanted = [r for r in ROWS if not only or r.name in only]
     dense_run = runs / "gelu"
     for row in wanted:
@@ -299,18 +324,18 @@ def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, en
             train_to(run, steps, mcfg, tcfg)
         else:
             train_to(dense_run, sc.steps, make_config(sc.preset, "gelu"), tcfg)
-            dense = load_model(dense_run)
-            init = dense if row.init == "continue" else upcycle(dense, row.mlp, seed=seed)
-            train_to(run, sc.up_steps, tcfg=tcfg, init_model=init)
-        model = load_model(run)
-        layer = default_layer(model)
-        result = {"name": row.name, "mlp": row.mlp, "init": row.init, "val_loss": last_val_loss(run),
-                  **score_model(model, eval_games, layer, dev)}
-        write_json(done, result)
-    if not only or "sae" in only:
-        done = rows_dir / "sae.json"
-        if not done.exists():
-            train_to(dense_run, sc.steps, make_config(sc.preset, "gelu"), tcfg)
+            init = (lambda: load_model(dense_run)) if row.init == "continue" else \
+                (lambda mlp=row.mlp: upcycle(load_model(dense_run), mlp, seed=seed))
+            train_to(run, sc.up_steps, tcfg=tcfg, init=init)
+        if master:
+            model = load_model(run)
+            layer = default_layer(model)
+            write_json(done, {"name": row.name, "mlp": row.mlp, "init": row.init, "val_loss": last_val_loss(run),
+                              **score_model(model, eval_games, layer, dev)})
+        barrier()
+    if (not only or "sae" in only) and not (rows_dir / "sae.json").exists():
+        train_to(dense_run, sc.steps, make_config(sc.preset, "gelu"), tcfg)
+        if master:
             dense = load_model(dense_run)
             layer = default_layer(dense)
             sae_dir = out / "sae"
@@ -320,8 +345,21 @@ def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, en
                 cfg = SAEConfig(d_in=dense.cfg.d_model, d_sae=sc.sae_width, layer=layer)
                 sae = train_sae(dense, BlockData(blocks), cfg, steps=sc.sae_steps, seed=seed, device=dev)
                 sae.save(sae_dir)
-            write_json(done, {"name": "sae", "mlp": "sae", "init": "dense gelu", "val_loss": None,
-                              **score_model(dense, eval_games, layer, dev, sae=sae.cpu())})
+            write_json(rows_dir / "sae.json", {"name": "sae", "mlp": "sae", "init": "dense gelu", "val_loss": None,
+                                               **score_model(dense, eval_games, layer, dev, sae=sae.cpu())})
+        barrier()
+    if not master:
+        return {}
+    return report(out, sc, scale, seed, dev, len(eval_games), blocks, time.time() - t0)
+
+
+def report(out: Path, sc: Scale, scale: str, seed: int, dev: str, n_eval: int, blocks: Path,
+           seconds: float) -> dict[str, Any]:
+    """Router analysis of the finished MoE rows, then ``results.json``, the tables and the plot."""
+    from ..interp.collect import default_layer
+    from ..io import load_model
+
+    runs, rows_dir = out / "runs", out / "rows"
     analyses = {}
     for name in ("moex", "moex-relu-linear", "moex-gelu-sparsity", "switch"):
         if (rows_dir / f"{name}.json").exists():
@@ -329,13 +367,13 @@ def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, en
             analyses[name] = router_analysis(model, blocks, default_layer(model), dev)
     rows = [json.loads((rows_dir / f"{r}.json").read_text()) for r in [x.name for x in ROWS] + ["sae"]
             if (rows_dir / f"{r}.json").exists()]
-    results = {"scale": scale, "reduced": sc.reduced, "seed": seed, "eval_games": len(eval_games),
+    results = {"scale": scale, "reduced": sc.reduced, "seed": seed, "eval_games": n_eval,
                "layer": rows[0]["layer"] if rows else None, "device": dev,
                "gpu": torch.cuda.get_device_name() if dev == "cuda" else None, "torch": torch.__version__,
                "rows": rows, "paper": PAPER,
                "router_analysis": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("sample_")}
                                    for k, v in analyses.items()},
-               "seconds_this_invocation": round(time.time() - t0, 1)}
+               "seconds_this_invocation": round(seconds, 1)}
     write_json(out / "results.json", results)
     for name, text in format_tables(results).items():
         (out / f"{name}.md").write_text(text)
