@@ -181,13 +181,12 @@ def test_parameter_matching_printed(capsys):
         counts[mlp] = (s["total_params"], s["active_params"])
     print(counts)
     assert counts["monet-hd"] == counts["monet-vd"] == counts["gelu"]
-    d, layers = 512, 8
-    # PEER: query (d * h * d_key) + its BatchNorm (2 h d_key) + sub-keys (h * n * d_key)
-    # + 8 heads x 16 retrieved neurons of 2 d each
-    per_layer = d * 8 * 128 + 2 * 8 * 128 + 8 * 128 * 128 + 8 * 16 * 2 * d
-    expert_params = 128 * 128 * 2 * d
+    d, layers, h, k, n, d_key = 512, 8, 32, 48, 128, 128
+    # PEER: query (d h d_key) + its BatchNorm (2 h d_key) + sub-keys (h n d_key) + h k retrieved neurons of 2 d
+    per_layer = d * h * d_key + 2 * h * d_key + h * n * d_key + h * k * 2 * d
+    assert abs(per_layer - 2 * d * 4096) / (2 * d * 4096) < 0.005  # matched to the dense MLP
     assert counts["peer"][1] == counts["gelu"][1] - layers * 2 * d * 4096 + layers * per_layer
-    assert counts["peer"][0] == counts["peer"][1] + layers * (expert_params - 8 * 16 * 2 * d)
+    assert counts["peer"][0] == counts["peer"][1] + layers * (n * n * 2 * d - h * k * 2 * d)
 
 
 def test_config_errors_for_fine_grained():
@@ -200,7 +199,7 @@ def test_config_errors_for_fine_grained():
 
 
 @pytest.mark.parametrize("kind,over", [("monet-hd", ["n_experts=64"]), ("monet-vd", ["n_experts=64"]),
-                                       ("peer", ["n_experts=4096"])])
+                                       ("peer", ["n_experts=4096", "moe_heads=8", "moe_top_k=16", "d_key=32"])])
 def test_short_cpu_training_loss_falls(kind, over, chess_blocks_dir, tmp_path):
     out = tmp_path / kind
     args = ["train", "--preset", "tiny", "--mlp", kind, "--data", str(chess_blocks_dir), "--out", str(out),

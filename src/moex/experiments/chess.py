@@ -64,7 +64,8 @@ SCALES: dict[str, Scale] = {
                   train=dict(lr=1e-3, min_lr=1e-4, warmup_steps=5, eval_interval=10**9, eval_batches=4,
                              log_interval=10),
                   overrides={"monet-hd": {"n_experts": 128}, "monet-vd": {"n_experts": 128},
-                             "peer": {"n_experts": 64 * 64}},
+                             "peer": {"n_experts": 64 * 64, "moe_heads": 8, "moe_top_k": 16,
+                                      "d_key": 32}},
                   reduced="4-layer d128 backbone, 60 steps, batch 8: a pipeline check"),
     # One H100, about 20 minutes for all rows: the paper's shapes, fewer steps and games.
     "gpu-small": Scale("chess-8l", games=20_000, eval_games=500, nodes=2000, steps=1500, up_steps=750,

@@ -194,9 +194,11 @@ MLP_PRESETS: dict[str, dict[str, Any]] = {
     # m = 6 with H = 2 heads (METHODS' m = 8 would leave no router). d_expert=0 derives m this way.
     "monet-hd": dict(mlp="monet-hd", n_experts=512, moe_heads=2, moe_top_k=8, expert_act="relu2"),
     "monet-vd": dict(mlp="monet-vd", n_experts=512, moe_heads=2, moe_top_k=8, expert_act="relu2"),
-    # PEER over 128^2 single GELU neurons (the total width of MoE-X's 8 x 2048) with the PEER paper's
-    # 8 heads and top-16 per head: it activates fewer parameters than the dense MLP (see the README).
-    "peer": dict(mlp="peer", n_experts=128 * 128, moe_heads=8, moe_top_k=16, d_key=128, expert_act="gelu"),
+    # PEER over 128^2 single GELU neurons (the total width of MoE-X's 8 x 2048). Activated parameters
+    # (query d h d_key, BatchNorm, sub-keys h n d_key, h k retrieved neurons of 2 d) match the dense
+    # MLP's 2 d D at h = 32 heads x top-48 with d_key = 128 (4,202,496 vs 4,194,304 for chess); the
+    # PEER paper's own setting (N = 1024^2, h = 8, k = 16) is `n_experts=1048576 moe_heads=8 moe_top_k=16`.
+    "peer": dict(mlp="peer", n_experts=128 * 128, moe_heads=32, moe_top_k=48, d_key=128, expert_act="gelu"),
 }
 
 
