@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from moex.cli import main
 from moex.io import load_model
 from moex.model import ConfigError, make_config
-from moex.model.monet import MonetMLP, relu2
+from moex.model.mlp import relu2
+from moex.model.monet import MonetMLP
 from moex.model.peer import PEER, product_key_topk
 
 D_MODEL = 16

@@ -50,6 +50,14 @@ def dense_code(hidden: Tensor) -> WideCode:
     return WideCode(hidden[:, None, :], hidden.new_zeros(n, 1, dtype=torch.long), 1)
 
 
+def relu2(x: Tensor) -> Tensor:
+    """Squared ReLU, Monet's default activation."""
+    return F.relu(x).square()
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "relu2": relu2}  # expert activations (cfg.expert_act)
+
+
 def topk_activation(pre: Tensor, k: int) -> Tensor:
     """ReLU(TopK(pre)): keep the k largest pre-activations of each row, zero the rest (Gao et al.)."""
     vals, idx = pre.topk(k, dim=-1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import ModelConfig
-from .mlp import WideCode
+from .mlp import ACTIVATIONS, WideCode
 
 
 class LinearRouter(nn.Module):
@@ -115,7 +115,7 @@ class MoE(nn.Module):
         self.n_experts = cfg.n_experts
         self.top_k = cfg.moe_top_k
         self.d_expert = cfg.expert_width
-        self.act = F.relu if cfg.expert_act == "relu" else F.gelu
+        self.act = ACTIVATIONS[cfg.expert_act]
         self.aux_coef = cfg.aux_loss_coef
         self.dispatch = cfg.moe_dispatch
         # (M, d, D) and (M, D, d): the layouts grouped_mm takes as ``x @ w[j]``.

@@ -24,20 +24,11 @@ from statistics import NormalDist
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from .config import ModelConfig
-from .mlp import WideCode, dense_code
+from .mlp import ACTIVATIONS, WideCode, dense_code
 from .moe import load_balance_loss
-
-
-def relu2(x: Tensor) -> Tensor:
-    """Squared ReLU, Monet's default activation."""
-    return F.relu(x).square()
-
-
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "relu2": relu2}
 
 
 class MonetRouter(nn.Module):

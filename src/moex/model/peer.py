@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .config import ModelConfig
-from .mlp import WideCode
-from .monet import ACTIVATIONS
+from .mlp import ACTIVATIONS, WideCode
 
 
 def product_key_topk(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, k: int) -> tuple[Tensor, Tensor]:
