@@ -9,6 +9,8 @@ from pathlib import Path
 def cmd_ppl(args: argparse.Namespace) -> None:
     import torch
 
+    from ..data.text.tokenizer import VOCAB_SIZE
+    from ..errors import MoexError
     from ..io import load_model
     from .ppl import evaluate, format_table, write_results
 
@@ -16,16 +18,14 @@ def cmd_ppl(args: argparse.Namespace) -> None:
     rows = []
     for ckpt in args.checkpoint:
         model = load_model(ckpt, map_location=device)
-        if model.cfg.vocab_size < 50257:
-            from ..errors import MoexError
-
+        if model.cfg.vocab_size < VOCAB_SIZE:
             raise MoexError(f"{ckpt}: vocabulary {model.cfg.vocab_size} is not GPT-2's; "
                             "perplexity needs a text model")
         for data in args.data:
             r = evaluate(model, data, stride=args.stride, batch_size=args.batch_size, device=device)
             rows.append({"checkpoint": str(ckpt), "data": Path(data).name, "n_tokens": r.n_tokens,
                          "nll": r.nll, "ppl": r.ppl, "accuracy": r.accuracy,
-                         "stride": args.stride or model.cfg.ctx // 2, "ctx": model.cfg.ctx})
+                         "stride": r.stride, "ctx": model.cfg.ctx})
     print(format_table(rows))
     if args.out:
         write_results(rows, args.out)

@@ -39,6 +39,7 @@ class PplResult:
     nll: float  # total negative log-likelihood (nats)
     n_tokens: int  # scored tokens (LAMBADA: passages)
     accuracy: float | None = None  # LAMBADA only
+    stride: int | None = None  # sliding window only
 
     @property
     def ppl(self) -> float:
@@ -90,7 +91,7 @@ def sliding_window_nll(model, tokens: list[int] | np.ndarray, stride: int | None
                 total += nll[row, first - 1 - b:].sum().item()
             bar.update(len(chunk))
     bar.close()
-    return PplResult(total, n)
+    return PplResult(total, n, stride=stride)
 
 
 @torch.no_grad()

@@ -86,12 +86,10 @@ class ModelConfig:
     @property
     def code_width(self) -> int:
         """Number of features in the wide-sparse code of one MLP layer."""
-        if self.mlp == "moe":
+        if self.mlp in ("moe", "monet-hd"):
             return self.n_experts * self.expert_width
         if self.mlp == "geglu":
             return self.geglu_width
-        if self.mlp == "monet-hd":
-            return self.n_experts * self.expert_width
         if self.mlp == "monet-vd":
             return 2 * self.n_experts * self.expert_width
         if self.mlp == "peer":

@@ -2,8 +2,9 @@
 
 Sources: plain text files (one document per file), JSONL and parquet files with a text column, and
 Hugging Face datasets by name (``hf:NAME[:CONFIG]``, streamed; needs ``datasets`` and the network).
-Every document is preceded by ``<|endoftext|>``, so documents are separated by it. Each document goes
-to validation with probability ``val_fraction`` (decided by its index, so rebuilding is identical).
+Every document is preceded by ``<|endoftext|>``, so documents are separated by it. Every
+1/``val_fraction``-th document goes to validation (by index, so rebuilding is identical); a corpus of
+fewer documents than that holds out the tail of its token stream instead.
 Shards hold at most ``shard_tokens`` tokens; a shard is written to a temporary name, then renamed.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
@@ -22,9 +24,6 @@ from tqdm import tqdm
 from ...io import write_json
 from ..loader import DataError
 from .tokenizer import EOT, VOCAB_SIZE, encode
-
-TEXT_SUFFIXES = (".txt", ".text", ".md", ".raw", ".tokens")
-
 
 @dataclass
 class Document:
@@ -145,6 +144,14 @@ class ShardWriter:
         while self._buffered >= self.shard_tokens:
             self._flush(self.shard_tokens)
 
+    def take_tail(self, n: int) -> np.ndarray:
+        """Remove and return the last ``n`` tokens, while they are all still unwritten."""
+        if self.files or n > self._buffered:
+            raise ValueError("the tail has been written already")
+        stream = np.concatenate(self._buf)
+        self._buf, self._buffered, self.n_tokens = [stream[:-n]], stream.size - n, self.n_tokens - n
+        return stream[-n:]
+
     def close(self) -> None:
         if self._buffered:
             self._flush(self._buffered)
@@ -186,20 +193,18 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     n_docs = 0
     bar = tqdm(desc="tokenising", unit=" docs", disable=not progress)
-    with Pool(workers) if workers > 1 else _Serial() as pool:
-        for i, tokens in enumerate(pool.imap(_tokenize, docs(), chunksize=16)):
+    with Pool(workers) if workers > 1 else nullcontext() as pool:
+        tokenized = pool.imap(_tokenize, docs(), chunksize=16) if pool else map(_tokenize, docs())
+        for i, tokens in enumerate(tokenized):
             split = "val" if every and i % every == every - 1 else "train"
             writers[split].add(tokens)
             n_docs += 1
             bar.update()
     bar.close()
     train, val = writers["train"], writers["val"]
-    if every and val.n_tokens == 0 and not train.files and train._buffered:
+    if every and val.n_tokens == 0 and not train.files and train.n_tokens:
         # fewer documents than 1/val_fraction (e.g. one text file): hold out the stream's tail instead
-        stream = np.concatenate(train._buf)
-        cut = stream.size - max(block, int(stream.size * val_fraction))
-        train._buf, train._buffered, train.n_tokens = [stream[:cut]], cut, cut
-        val.add(stream[cut:])
+        val.add(train.take_tail(min(train.n_tokens, max(block, int(train.n_tokens * val_fraction)))))
     for w in writers.values():
         w.close()
     if writers["train"].n_tokens < block:
@@ -225,15 +230,3 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
     write_json(out / "meta.json", meta)
     return meta
 
-
-class _Serial:
-    """A one-process stand-in for ``multiprocessing.Pool`` (``imap`` only)."""
-
-    def __enter__(self) -> "_Serial":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def imap(self, fn, items, chunksize: int = 1):
-        return map(fn, items)
