@@ -240,3 +240,15 @@ def test_summary_parameter_matching(capsys):
     assert switch["active_params"] - dense["active_params"] == router_params == 8 * 8 * 512
     assert moex["total_params"] - moex["active_params"] == 8 * 6 * 2 * 512 * 2048
     assert moex["layers"][6]["code_width"] == 8 * 2048
+
+
+def test_moe_expert_activation_follows_config():
+    moe, _ = small_moe(act="relu2")
+    x = torch.randn(6, 16)
+    code = moe.code(x)
+    _, experts, gates = moe.route(x)
+    for n in range(6):
+        for s in range(2):
+            j = experts[n, s]
+            expected = gates[n, s] * torch.relu(x[n] @ moe.w_enc[j]).square()
+            assert torch.allclose(code.values[n, s], expected, atol=1e-6)
