@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from moex.model import GPT, make_config
-from moex.train.config import TrainConfig
-from moex.train.trainer import flops_per_token, make_optimizer, peak_flops
+from moex.training.config import TrainConfig
+from moex.training.trainer import flops_per_token, make_optimizer, peak_flops
 
 SHAPES = {
     "chess": dict(preset="chess-8l"),  # 8 layers, d 512, ctx 1023, dense 4096, 8 x 2048 top-2

@@ -106,26 +106,27 @@ def test_state_onehot():
     assert oh[10, 0] and not oh[6, 0] and oh[6, 1:].all() and oh.sum() == 64
 
 
-def test_chess_score_equals_interp_chess(chess_games_dir, tmp_path, capsys):
-    from moex.io import save_model
-    from moex.model import GPT, make_config
+def test_score_chess_equals_scoring_the_collected_features(chess_games_dir, tmp_path):
+    from moex import GPT, collect_chess, make_config, score_chess, score_features
 
     torch.manual_seed(0)
     model = GPT(make_config("tiny", "moex", n_layer=2))
-    save_model(model, tmp_path / "ckpt")
-    games = tmp_path / "g.txt"
-    games.write_text("\n".join(read_games(chess_games_dir / "games.txt")[:40]) + "\n")
-    a = tmp_path / "a.json"
-    assert main(["interp", "chess", "--checkpoint", str(tmp_path / "ckpt"), "--games", str(games), "--layer", "1",
-                 "--out", str(a), "--save-features", str(tmp_path / "f.npy")]) == 0
-    b = tmp_path / "b.json"
-    assert main(["interp", "chess-score", "--games", str(games), "--features", str(tmp_path / "f.npy"),
-                 "--fmax", str(tmp_path / "f.fmax.npy"), "--out", str(b)]) == 0
-    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    games = read_games(chess_games_dir / "games.txt")[:40]
+    ra = score_chess(model, games, layer=1)
+    acts = collect_chess(model, games, layer=1)
+    rb = score_features(games, acts.features, acts.f_max)
     assert ra["pieces"] == rb["pieces"] and ra["piece_state"] == rb["piece_state"]
-    assert ra["pieces"]["n_features"] == 8 * 512
-    n_pos = len(board_labels(read_games(games)).game)
-    assert np.load(tmp_path / "f.npy").shape == (n_pos, 8 * 512)
+    assert ra["pieces"]["n_features"] == 8 * 512 and ra["layer"] == 1 and ra["site"] == "mlp"
+    n_pos = len(board_labels(games).game)
+    assert acts.features.shape == (n_pos, 8 * 512)
+    # the CLI round trip: features saved by one command, scored by another
+    model.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "g.txt").write_text("\n".join(games) + "\n")
+    assert main(["interp", "chess-features", "--checkpoint", str(tmp_path / "ckpt"), "--games",
+                 str(tmp_path / "g.txt"), "--layer", "1", "--out", str(tmp_path / "f.npy")]) == 0
+    assert main(["interp", "chess-score", "--games", str(tmp_path / "g.txt"), "--features", str(tmp_path / "f.npy"),
+                 "--fmax", str(tmp_path / "f.fmax.npy"), "--out", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["pieces"] == ra["pieces"]
 
 
 def test_chess_score_rejects_wrong_row_count(chess_games_dir, tmp_path, capsys):
@@ -139,10 +140,11 @@ def test_chess_score_rejects_wrong_row_count(chess_games_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    from moex.demo import run_demo
+    from moex import run_demo
 
-    res = run_demo(tmp_path / "demo", games=200, eval_games=60, steps=30)
+    res = run_demo(tmp_path / "demo", games=200, eval_games=60, steps=30, up_steps=20)
     assert [r["mlp"] for r in res["rows"]] == ["gelu", "switch", "moex"]
-    assert (tmp_path / "demo" / "results.md").read_text().count("|") > 20
+    assert [r["init"] for r in res["rows"]] == ["scratch", "upcycle", "upcycle"]
+    assert (tmp_path / "demo" / "table1.md").read_text().count("|") > 20
     for r in res["rows"]:
         assert 0 <= r["coverage"] <= 1 and 0 <= r["reconstruction"] <= 1 and r["val_loss"] < 3.4

@@ -236,9 +236,9 @@ def test_zst_csv_import_and_generate_cli_with_openings(tmp_path, capsys):
     assert read_games(tmp_path / "i" / "games.txt") == [good]
 
     (tmp_path / "openings.csv").write_text("opening\n1.d4 Nf6 2.c4 e6\n")
-    assert main(["data", "chess", "generate", "--games", "12", "--engine", "random", "--seed", "5",
+    assert main(["data", "chess", "generate", "--games", "12", "--seed", "5",
                  "--openings", str(tmp_path / "openings.csv"), "--out", str(tmp_path / "gen"),
-                 "--workers", "1", "--max-plies", "60"]) == 0
+                 "--workers", "1", "engine=random", "max_plies=60"]) == 0
     games = read_games(tmp_path / "gen" / "games.txt")
     assert len(games) == 12
     from_opening = [g for g in games if g.startswith(";1.d4 Nf6 2.c4 e6")]

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from moex.cli import main
-from moex.model import GPT, ConfigError, MoE, load_balance_loss, make_config
+from moex import ConfigError
+from moex.model import GPT, MoE, load_balance_loss, make_config, summarize_config
 from moex.model.mlp import DenseMLP, GegluMLP, solu, topk_activation
 from moex.model.moe import SparsityRouter
 
@@ -160,7 +161,7 @@ def test_geglu_hand_example():
     gelu1 = 0.5 * 1.0 * (1 + math.erf(1 / math.sqrt(2)))
     gelu2 = 0.5 * 2.0 * (1 + math.erf(2 / math.sqrt(2)))
     assert torch.allclose(mlp(x)[0], torch.tensor([[gelu1 * 2.0, gelu2 * -2.0]]), atol=1e-6)
-    assert make_config("chess-8l", "geglu").geglu_width == 2728  # 2/3 * 4096, multiple of 8
+    assert make_config("chess-8l", "geglu").code_width == 2728  # 2/3 * 4096, multiple of 8
 
 
 @pytest.mark.parametrize("router", ["sparsity", "linear"])
@@ -223,8 +224,11 @@ def test_config_errors():
 
 
 def summary_json(capsys, *args):
+    """The summary as the CLI prints it (``--json``) equals the library's."""
     assert main(["model", "summary", "--json", *args]) == 0
-    return json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(summarize_config(args[1], args[3])))
+    return printed
 
 
 def test_summary_parameter_matching(capsys):

@@ -5,7 +5,7 @@ import json
 import torch
 
 from moex.cli import main
-from moex.io import save_model
+
 from moex.model import GPT, make_config
 from moex.interp.sae import SAE, SAEConfig
 
@@ -50,10 +50,10 @@ def test_splicing_the_clean_residual_recovers_the_loss():
 
 def test_sae_cli_and_scoring(chess_blocks_dir, chess_games_dir, tmp_path):
     torch.manual_seed(0)
-    save_model(GPT(make_config("tiny", n_layer=2)), tmp_path / "m")
+    GPT(make_config("tiny", n_layer=2)).save_pretrained(tmp_path / "m")
     out = tmp_path / "sae"
     assert main(["sae", "train", "--checkpoint", str(tmp_path / "m"), "--data", str(chess_blocks_dir),
-                 "--layer", "1", "--d-sae", "256", "--k", "8", "--steps", "20", "--batch", "2",
+                 "--layer", "1", "d_sae=256", "k=8", "steps=20", "batch=2",
                  "--out", str(out)]) == 0
     fid = json.loads((out / "fidelity.json").read_text())
     assert {"loss_clean", "loss_sae", "loss_zero", "loss_recovered"} <= set(fid)

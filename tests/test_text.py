@@ -15,7 +15,7 @@ from moex.data.loader import BlockData
 from moex.data.text.build import build_text
 from moex.data.text.tokenizer import EOT, GPT2_PATTERN, TokenizerError, decode, encode, load_ranks, ranks_path
 from moex.eval.ppl import lambada, sliding_window_nll, windows
-from moex.io import load_model
+from moex.model import load_model
 from moex.model import GPT, make_config
 
 SAMPLES = [

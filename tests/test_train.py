@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 
 from moex.cli import main
 from moex.data.loader import BlockData
-from moex.io import load_model
+from moex.model import load_model
 from moex.model import upcycle
-from moex.train.config import TrainConfig
-from moex.train.trainer import lr_at
+from moex.training.config import TrainConfig
+from moex.training.trainer import lr_at
 
 SMALL = ["n_layer=2", "d_model=64", "n_head=2", "d_mlp=256", "batch_size=4", "eval_batches=2",
          "log_interval=1", "warmup_steps=5"]

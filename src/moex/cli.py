@@ -1,4 +1,4 @@
-"""The ``moex`` command line. Each subcommand is a thin wrapper over the library."""
+"""The ``moex`` command line. Each subcommand is argument parsing plus one library call."""
 
 from __future__ import annotations
 
@@ -6,36 +6,28 @@ import argparse
 import json
 import sys
 
+from .cliutil import add_settings, settings_of
 from .errors import MoexError
-from .model.config import BACKBONES, MLP_PRESETS, make_config, parse_overrides
-
-
-class UserError(MoexError):
-    """An error caused by the user's input: printed without a traceback, exit code 2."""
 
 
 # model ------------------------------------------------------------------------------------------
 def cmd_model_summary(args: argparse.Namespace) -> None:
-    import torch
+    from .model import format_summary, summarize_config
 
-    from .model.gpt import GPT
-    from .model.summary import format_summary, summarize
-
-    cfg = make_config(args.preset, args.mlp, **parse_overrides(args.set))
-    with torch.device("meta"):
-        model = GPT(cfg)
-    s = summarize(model)
+    s = summarize_config(args.preset, args.mlp, **settings_of(args, sections=("model",)))
     print(json.dumps(s, indent=2) if args.json else format_summary(s))
 
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    from .model import BACKBONES, mlp_presets
+
     p = sub.add_parser("model", help="inspect model configurations")
     msub = p.add_subparsers(dest="model_cmd", required=True)
     s = msub.add_parser("summary", help="total and activated parameter counts, per-layer layout")
     s.add_argument("--preset", default="chess-8l", help=f"backbone: {', '.join(BACKBONES)}")
-    s.add_argument("--mlp", default=None, help=f"MLP preset or kind: {', '.join(MLP_PRESETS)}")
-    s.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. n_experts=16")
+    s.add_argument("--mlp", default=None, help=f"MLP preset: {', '.join(mlp_presets())}")
     s.add_argument("--json", action="store_true", help="print JSON (keys total_params, active_params, layers)")
+    add_settings(s, "model keys, e.g. n_experts=16")
     s.set_defaults(func=cmd_model_summary)
 
 
@@ -49,16 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list:
-    """Subcommand registrars of the other packages, imported lazily so ``moex --help`` stays fast."""
+    """Subcommand registrars of the other packages."""
     from .data.cli import add_data_commands
-    from .demo import add_demo_command
     from .eval.cli import add_eval_commands
-    from .experiments.chess import add_experiment_commands
+    from .experiments.cli import add_experiment_commands
     from .interp.cli import add_interp_commands
-    from .train.cli import add_train_commands
+    from .training.cli import add_train_commands
 
-    return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands,
-            add_demo_command]
+    return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

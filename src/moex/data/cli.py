@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections import Counter
 from pathlib import Path
 
-
-def _cpus() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+from ..cliutil import add_settings, cpus, settings_of
+from ..errors import MoexError
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from ..cli import UserError
     from .chess.importer import import_games
 
     report = import_games(args.inputs, args.out, min_chars=args.min_chars, column=args.column,
-                          workers=args.workers or _cpus())
+                          workers=args.workers or cpus())
     reasons = Counter(s["reason"].split(":")[0].split(" (")[0] for s in report.skipped)
     print(f"imported {report.imported} games to {Path(args.out) / 'games.txt'}; skipped {len(report.skipped)}"
           + (" (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")" if reasons else "")
@@ -25,25 +22,15 @@ def cmd_import(args: argparse.Namespace) -> None:
     for f in report.failed_files:
         print(f"moex: warning: {f['source']}: {f['reason']}")
     if report.imported == 0:
-        raise UserError("no game was imported")
+        raise MoexError("no game was imported")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from .chess.importer import open_text
-    from .chess.selfplay import SelfPlayConfig, find_stockfish, generate_games
+    from .chess.selfplay import SelfPlayConfig, generate_games, read_openings
 
-    engine = args.engine
-    if engine == "stockfish" and find_stockfish(args.stockfish) is None:
-        print("moex: Stockfish not found (apt-get install stockfish); falling back to --engine random")
-        engine = "random"
-    openings: list[str] = []
-    if args.openings:
-        with open_text(args.openings) as f:
-            lines = [ln.strip() for ln in f]
-        openings = [ln for ln in lines[1:] if ln] if lines and lines[0] == "opening" else [ln for ln in lines if ln]
-    cfg = SelfPlayConfig(engine=engine, nodes=args.nodes, max_plies=args.max_plies,
-                         stockfish_path=args.stockfish, exact_recipe=args.exact_recipe)
-    path = generate_games(args.games, args.out, cfg, seed=args.seed, workers=args.workers or _cpus(),
+    cfg = SelfPlayConfig.from_dict(settings_of(args), source="self-play settings")
+    openings = read_openings(args.openings) if args.openings else []
+    path = generate_games(args.games, args.out, cfg, seed=args.seed, workers=args.workers or cpus(),
                           openings=openings)
     print(f"wrote {args.games} games to {path}")
 
@@ -71,7 +58,7 @@ def cmd_text_build(args: argparse.Namespace) -> None:
     from .text.build import build_text
 
     meta = build_text(args.sources, args.out, column=args.column, val_fraction=args.val_fraction,
-                      block=args.block, shard_tokens=args.shard_tokens, workers=args.workers or _cpus(),
+                      block=args.block, shard_tokens=args.shard_tokens, workers=args.workers or cpus(),
                       max_docs=args.max_docs, hf_split=args.hf_split)
     n = meta["n_tokens"]
     print(f"{meta['n_docs']} documents -> {n['train']:,} train + {n['val']:,} val GPT-2 tokens in "
@@ -95,15 +82,12 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     s = csub.add_parser("generate", help="self-play games (Stockfish, or the pure-Python random player)")
     s.add_argument("--games", type=int, required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--engine", choices=["stockfish", "random"], default="stockfish")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
     s.add_argument("--openings", help="file of opening lines (one transcript a line; header 'opening' allowed)")
-    s.add_argument("--nodes", type=int, default=2000, help="Stockfish nodes per White move")
-    s.add_argument("--max-plies", type=int, default=400)
-    s.add_argument("--stockfish", help="path to the Stockfish binary")
-    s.add_argument("--exact-recipe", action="store_true",
-                   help="Stockfish Skill Level + 0.01 s/move as the reference (not reproducible)")
+    add_settings(s, "self-play keys: engine=auto|stockfish|random, nodes (per White move, default 2000), "
+                    "max_plies, opening_fraction, exact_recipe=true (Skill Level + 0.01 s/move, not "
+                    "reproducible), stockfish_path")
     s.set_defaults(func=cmd_generate)
 
     s = csub.add_parser("build", help="games.txt files -> train.bin/val.bin blocks + meta.json")

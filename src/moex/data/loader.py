@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..artifacts import read_json
 from ..errors import MoexError
 
 
@@ -40,29 +40,49 @@ class BlockData:
         meta_path = self.dir / "meta.json"
         if not meta_path.exists():
             raise DataError(f"{meta_path} not found: build the data first (moex data chess build ...)")
-        self.meta = json.loads(meta_path.read_text())
-        self.block = int(self.meta["block"])
-        self.vocab_size = int(self.meta["vocab_size"])
-        dtype = np.dtype(self.meta["dtype"])
+        self.meta = read_json(meta_path)
+        try:
+            self.block = int(self.meta["block"])
+            self.vocab_size = int(self.meta["vocab_size"])
+            dtype = np.dtype(self.meta["dtype"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{meta_path}: missing or bad key {e}") from None
         # Chess: one file per split of whole blocks. Text ("stream": true): token shards, each cut into
-        # consecutive blocks (a shard's last partial block is not used).
+        # consecutive blocks (a shard's last partial block is not used). A file shorter than meta.json
+        # records (a copy or download cut short) is refused, naming the file.
         stream = bool(self.meta.get("stream"))
         files = self.meta.get("files", {"train": ["train.bin"], "val": ["val.bin"]})
         self.splits: dict[str, np.ndarray] = {}
         for split in ("train", "val"):
-            parts = []
+            parts, tokens = [], 0
             for name in files.get(split, []):
                 path = self.dir / name
                 if not path.exists():
                     raise DataError(f"{path} not found (listed in {meta_path})")
-                arr = np.memmap(path, dtype=dtype, mode="r")
+                if path.stat().st_size % dtype.itemsize:
+                    raise DataError(f"{path}: {path.stat().st_size} bytes is not a whole number of {dtype} "
+                                    "tokens: the file is truncated")
+                arr = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
                 if arr.size % self.block and not stream:
-                    raise DataError(f"{path}: size {arr.size} is not a multiple of the block {self.block}")
+                    raise DataError(f"{path}: size {arr.size} is not a multiple of the block {self.block} "
+                                    "(truncated?)")
+                tokens += arr.size
                 parts.append(arr[: arr.size - arr.size % self.block].reshape(-1, self.block))
+            self._check_size(meta_path, split, files.get(split, []), tokens, stream)
             parts = [p for p in parts if len(p)]
             if not parts:
                 raise DataError(f"{self.dir}: no {split} block of {self.block} tokens")
             self.splits[split] = parts[0] if len(parts) == 1 else ShardedBlocks(parts)
+
+    def _check_size(self, meta_path: Path, split: str, names: list[str], tokens: int, stream: bool) -> None:
+        if stream:
+            expected = self.meta.get("n_tokens", {}).get(split)
+        else:
+            blocks = self.meta.get("splits", {}).get(split, {}).get("blocks")
+            expected = None if blocks is None else blocks * self.block
+        if expected is not None and tokens != expected:
+            raise DataError(f"{self.dir / names[-1] if names else self.dir}: the {split} split holds {tokens} "
+                            f"tokens but {meta_path} records {expected}: a file is truncated or was replaced")
 
     def n_blocks(self, split: str) -> int:
         return self.splits[split].shape[0]

@@ -7,25 +7,10 @@ from pathlib import Path
 
 
 def cmd_ppl(args: argparse.Namespace) -> None:
-    import torch
+    from .ppl import evaluate_checkpoints, format_table, write_results
 
-    from ..data.text.tokenizer import VOCAB_SIZE
-    from ..errors import MoexError
-    from ..io import load_model
-    from .ppl import evaluate, format_table, write_results
-
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    rows = []
-    for ckpt in args.checkpoint:
-        model = load_model(ckpt, map_location=device)
-        if model.cfg.vocab_size < VOCAB_SIZE:
-            raise MoexError(f"{ckpt}: vocabulary {model.cfg.vocab_size} is not GPT-2's; "
-                            "perplexity needs a text model")
-        for data in args.data:
-            r = evaluate(model, data, stride=args.stride, batch_size=args.batch_size, device=device)
-            rows.append({"checkpoint": str(ckpt), "data": Path(data).name, "n_tokens": r.n_tokens,
-                         "nll": r.nll, "ppl": r.ppl, "accuracy": r.accuracy,
-                         "stride": r.stride, "ctx": model.cfg.ctx})
+    rows = evaluate_checkpoints(args.checkpoint, args.data, stride=args.stride, batch_size=args.batch_size,
+                                device=args.device)
     print(format_table(rows))
     if args.out:
         write_results(rows, args.out)

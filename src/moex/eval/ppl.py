@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..artifacts import write_json
 from ..data.loader import DataError
 from ..data.text.build import read_source
 from ..data.text.tokenizer import EOT, encode
@@ -150,6 +151,25 @@ def evaluate(model, data: str, stride: int | None = None, batch_size: int = 8, d
                               progress=progress)
 
 
+def evaluate_checkpoints(checkpoints: list[str | Path], data: list[str], stride: int | None = None,
+                         batch_size: int = 8, device: str = "auto") -> list[dict]:
+    """Every checkpoint (moex run or Hugging Face GPT-2 directory) on every evaluation set: one row each."""
+    from ..data.text.tokenizer import VOCAB_SIZE
+    from ..model.gpt import GPT
+
+    device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for ckpt in checkpoints:
+        model = GPT.from_pretrained(ckpt, map_location=device)
+        if model.cfg.vocab_size < VOCAB_SIZE:
+            raise DataError(f"{ckpt}: vocabulary {model.cfg.vocab_size} is not GPT-2's; perplexity needs a text model")
+        for d in data:
+            r = evaluate(model, d, stride=stride, batch_size=batch_size, device=device)
+            rows.append({"checkpoint": str(ckpt), "data": Path(d).name, "n_tokens": r.n_tokens, "nll": r.nll,
+                         "ppl": r.ppl, "accuracy": r.accuracy, "stride": r.stride, "ctx": model.cfg.ctx})
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     lines = ["| checkpoint | data | tokens | ppl | lambada acc |", "|---|---|---|---|---|"]
     for r in rows:
@@ -159,8 +179,6 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_results(rows: list[dict], path: str | Path) -> None:
-    from ..io import write_json
-
     write_json(Path(path), {"results": rows})
     Path(path).with_suffix(".md").write_text(format_table(rows) + "\n")
 

@@ -17,18 +17,33 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from ..artifacts import MODEL_WEIGHTS, write_json
+from ..config import Config, ConfigError
+from ..data.chess.blocks import build_blocks
+from ..data.chess.importer import read_games
+from ..data.chess.selfplay import SelfPlayConfig, generate_games
+from ..data.loader import BlockData
 from ..errors import MoexError
-from ..io import write_json
+from ..interp.chess_eval import score_chess
+from ..interp.sae import SAE, SAEConfig, train_sae
+from ..interp.sites import SAESite, default_layer
+from ..model.config import make_config
+from ..model.gpt import GPT
+from ..model.upcycle import upcycle
+from ..training.checkpoint import latest_checkpoint, start_run
+from ..training.config import TrainConfig
+from ..training.trainer import setup_distributed, train
 
 # Paper Table 1 / 3 / 4 (val loss, coverage, reconstruction); METHODS sec 2.
 PAPER = {
@@ -39,47 +54,6 @@ PAPER = {
     "dense-continued": (None, 0.377, 0.674), "moex-scratch": (None, 0.398, 0.657),
 }
 PAPER_L0 = {"linear": 313, "sparsity": 166, "gelu": 4091}
-
-
-@dataclass
-class Scale:
-    preset: str
-    games: int  # self-play training games
-    eval_games: int
-    nodes: int  # Stockfish nodes per White move
-    steps: int
-    up_steps: int
-    batch_size: int
-    sae_steps: int
-    sae_width: int
-    train: dict = field(default_factory=dict)  # other TrainConfig keys
-    overrides: dict = field(default_factory=dict)  # per MLP preset: model overrides
-    reduced: str = ""  # what this scale reduces, for the report
-
-
-SCALES: dict[str, Scale] = {
-    # CPU smoke scale: every row end to end in minutes; the numbers mean nothing.
-    "tiny": Scale("tiny", games=300, eval_games=60, nodes=100, steps=40, up_steps=20, batch_size=8,
-                  sae_steps=100, sae_width=512,
-                  train=dict(lr=1e-3, min_lr=1e-4, warmup_steps=5, eval_interval=10**9, eval_batches=4,
-                             log_interval=10),
-                  overrides={"monet-hd": {"n_experts": 128}, "monet-vd": {"n_experts": 128},
-                             "peer": {"n_experts": 64 * 64, "moe_heads": 8, "moe_top_k": 16,
-                                      "d_key": 32}},
-                  reduced="4-layer d128 backbone, 60 steps, batch 8: a pipeline check"),
-    # One H100, about 20 minutes for all rows: the paper's shapes, fewer steps and games.
-    "gpu-small": Scale("chess-8l", games=20_000, eval_games=500, nodes=2000, steps=1500, up_steps=750,
-                       batch_size=32, sae_steps=3000, sae_width=4096,
-                       train=dict(lr=6e-4, min_lr=6e-5, warmup_steps=150, eval_interval=750,
-                                  eval_batches=10, log_interval=50, compile=True),
-                       reduced="paper shapes (8 layers, d 512, ctx 1023); 1.5k + 0.75k steps of batch 32 "
-                               "instead of 60k of batch 100; 20k self-play games instead of millions"),
-    # The paper's configuration (multi-GPU: run under torchrun).
-    "paper": Scale("chess-8l", games=200_000, eval_games=1000, nodes=2000, steps=30_000, up_steps=30_000,
-                   batch_size=100, sae_steps=20_000, sae_width=4096,
-                   train=dict(lr=3e-4, min_lr=3e-5, warmup_steps=2000, eval_interval=2000, eval_batches=20),
-                   reduced="none (paper: 60k steps in all; split here 30k dense + 30k upcycled)"),
-}
 
 
 @dataclass
@@ -108,25 +82,78 @@ ROWS = [
 ]
 
 
+@dataclass
+class Scale(Config):
+    """How big an experiment is: backbone, data, steps. Named scales in ``SCALES``; any key can be
+    overridden (``moex experiment chess --scale tiny steps=100``)."""
+
+    label: ClassVar[str] = "scale"
+
+    preset: str = "tiny"
+    games: int = 300  # self-play training games
+    eval_games: int = 60
+    nodes: int = 100  # Stockfish nodes per White move
+    steps: int = 40
+    up_steps: int = 20
+    batch_size: int = 8
+    sae_steps: int = 100
+    sae_width: int = 512
+    train: dict = field(default_factory=dict)  # other TrainConfig keys
+    overrides: dict = field(default_factory=dict)  # per MLP preset: model overrides
+    rows: list = field(default_factory=list)  # rows run by default (empty: every row and the SAE)
+    reduced: str = ""  # what this scale reduces, for the report
+
+    def validate(self) -> None:
+        TrainConfig.from_dict(self.train, source="scale key 'train'")
+        unknown = sorted(set(self.rows) - {r.name for r in ROWS} - {"sae"})
+        if unknown:
+            raise ConfigError(f"scale key 'rows': unknown row(s) {', '.join(unknown)}; rows: "
+                              f"{', '.join(r.name for r in ROWS)}, sae")
+
+
+SCALES: dict[str, Scale] = {
+    # The demo: dense GELU, then Switch and MoE-X upcycled from it, on a 2-core CPU in minutes.
+    "demo": Scale("tiny", games=800, eval_games=200, nodes=200, steps=150, up_steps=100, batch_size=16,
+                  sae_steps=0, sae_width=0, rows=["gelu", "switch", "moex"],
+                  train=dict(lr=1e-3, min_lr=1e-4, warmup_steps=20, eval_interval=10**9, eval_batches=4,
+                             log_interval=5),
+                  reduced="4-layer d128 backbone, 150 + 100 steps of batch 16: a smoke test, not the paper"),
+    # CPU smoke scale: every row end to end in minutes; the numbers mean nothing.
+    "tiny": Scale("tiny", games=300, eval_games=60, nodes=100, steps=40, up_steps=20, batch_size=8,
+                  sae_steps=100, sae_width=512,
+                  train=dict(lr=1e-3, min_lr=1e-4, warmup_steps=5, eval_interval=10**9, eval_batches=4,
+                             log_interval=10),
+                  overrides={"monet-hd": {"n_experts": 128}, "monet-vd": {"n_experts": 128},
+                             "peer": {"n_experts": 64 * 64, "moe_heads": 8, "moe_top_k": 16,
+                                      "d_key": 32}},
+                  reduced="4-layer d128 backbone, 60 steps, batch 8: a pipeline check"),
+    # One H100, about 20 minutes for all rows: the paper's shapes, fewer steps and games.
+    "gpu-small": Scale("chess-8l", games=20_000, eval_games=500, nodes=2000, steps=1500, up_steps=750,
+                       batch_size=32, sae_steps=3000, sae_width=4096,
+                       train=dict(lr=6e-4, min_lr=6e-5, warmup_steps=150, eval_interval=750,
+                                  eval_batches=10, log_interval=50, compile=True),
+                       reduced="paper shapes (8 layers, d 512, ctx 1023); 1.5k + 0.75k steps of batch 32 "
+                               "instead of 60k of batch 100; 20k self-play games instead of millions"),
+    # The paper's configuration (multi-GPU: run under torchrun).
+    "paper": Scale("chess-8l", games=200_000, eval_games=1000, nodes=2000, steps=30_000, up_steps=30_000,
+                   batch_size=100, sae_steps=20_000, sae_width=4096,
+                   train=dict(lr=3e-4, min_lr=3e-5, warmup_steps=2000, eval_interval=2000, eval_batches=20),
+                   reduced="none (paper: 60k steps in all; split here 30k dense + 30k upcycled)"),
+}
+
+
 def prepare_chess_data(out: Path, games: int, eval_games: int, ctx: int, nodes: int = 200, seed: int = 0,
                        engine: str = "auto", workers: int = 0,
                        games_dir: str | None = None) -> tuple[Path, Path, str]:
     """Self-play (or given) training games -> blocks, and held-out evaluation games. Reuses what exists.
 
     Returns (blocks directory, evaluation games.txt, the self-play engine)."""
-    import os
-
-    from ..data.chess.blocks import build_blocks
-    from ..data.chess.selfplay import SelfPlayConfig, find_stockfish, generate_games
-
     workers = workers or len(os.sched_getaffinity(0))
-    if engine == "auto":
-        engine = "stockfish" if find_stockfish() else "random"
-        if engine == "random":
-            print("Stockfish not found (apt-get install stockfish): using the pure-Python random player")
     sp = SelfPlayConfig(engine=engine, nodes=nodes)
     train_games = Path(games_dir) if games_dir else out / "games" / "train"
     eval_dir = out / "games" / "eval"
+    if not (train_games / "games.txt").exists() or not (eval_dir / "games.txt").exists():
+        sp = sp.resolved()
     if not (train_games / "games.txt").exists():
         if games_dir:
             raise MoexError(f"{train_games / 'games.txt'} not found (moex data chess import ... --out {games_dir})")
@@ -136,14 +163,12 @@ def prepare_chess_data(out: Path, games: int, eval_games: int, ctx: int, nodes: 
     blocks = out / "blocks"
     if not (blocks / "meta.json").exists():
         build_blocks([train_games / "games.txt"], blocks, val_fraction=0.05, block=ctx + 1, seed=seed)
-    return blocks, eval_dir / "games.txt", engine
+    return blocks, eval_dir / "games.txt", sp.engine
 
 
 def distributed() -> tuple[bool, Callable[[], None]]:
     """(is this the main process, a barrier): under torchrun every rank trains, only rank 0 writes
     data, initial weights and scores."""
-    from ..train.trainer import setup_distributed
-
     rank, world, _ = setup_distributed()
 
     def barrier() -> None:
@@ -154,25 +179,20 @@ def distributed() -> tuple[bool, Callable[[], None]]:
 
 
 def train_to(run: Path, steps: int, mcfg=None, tcfg: dict | None = None,
-             init: Callable[[], Any] | None = None) -> None:
+             init: Callable[[], GPT] | None = None) -> None:
     """Train ``run`` until ``steps``: a new run from ``mcfg``, or from the weights ``init()`` returns (at
-    step 0, fresh optimizer), or resume the run's newest checkpoint."""
-    from ..io import save_model
-    from ..train.checkpoint import latest_checkpoint, write_train_config
-    from ..train.config import TrainConfig
-    from ..train.trainer import train
-
+    step 0, fresh optimizer: ``start_run``), or resume the run's newest checkpoint."""
     master, barrier = distributed()
     ck = latest_checkpoint(run)
     if ck is not None and ck.name.endswith(f"{steps:07d}"):
         return
+    tc = TrainConfig.from_dict({**(tcfg or {}), "max_steps": steps}, source=f"{run}: train settings")
     if ck is None and init is not None:
-        if master and not (run / "model.safetensors").exists():
-            save_model(init(), run)
-            write_train_config(run, TrainConfig.from_dict({**(tcfg or {}), "max_steps": steps}))
+        if master and not (run / MODEL_WEIGHTS).exists():
+            start_run(run, init(), tc)
         barrier()
     if ck is None and init is None:
-        train(run, mcfg, TrainConfig.from_dict({**(tcfg or {}), "max_steps": steps}))
+        train(run, mcfg, tc)
     else:
         train(run, resume=True, train_overrides={"max_steps": steps})
 
@@ -182,40 +202,26 @@ def last_val_loss(run: Path) -> float:
     return next(r["val_loss"] for r in reversed(rows) if "val_loss" in r)
 
 
-def score_model(model, games: list[str], layer: int, device: str, sae=None) -> dict[str, Any]:
-    from ..interp.chess_eval import score_features
-    from ..interp.collect import collect_chess
+ROW_KEYS = ("coverage", "reconstruction", "mean_l0", "features", "alive", "layer")
 
-    acts = collect_chess(model, games, layer, device=device, sae=sae)
-    score = score_features(games, acts.features, acts.f_max, device=device)
-    return {"coverage": score["coverage"], "reconstruction": score["reconstruction"],
-            "mean_l0": acts.mean_l0, "features": score["pieces"]["n_features"],
-            "alive": score["pieces"]["alive_features"],
-            "piece_state_coverage": score["piece_state"]["coverage"],
-            "piece_state_reconstruction": score["piece_state"]["reconstruction"], "layer": layer}
+
+def score_row(model: GPT, games: list[str], device: str, sae: SAE | None = None) -> dict[str, Any]:
+    """A table row's scores: the MLP code (or ``sae``'s latents) at the evaluated layer."""
+    site = SAESite(model, sae) if sae is not None else "mlp"
+    s = score_chess(model, games, default_layer(model), site, device=device)
+    return {**{k: s[k] for k in ROW_KEYS}, "piece_state_coverage": s["piece_state"]["coverage"],
+            "piece_state_reconstruction": s["piece_state"]["reconstruction"]}
 
 
 @torch.no_grad()
-def router_analysis(model, blocks_dir: Path, layer: int, device: str, n_blocks: int = 16) -> dict[str, Any]:
-    """Gate logit vs counted l0 of every expert on evaluation tokens (Fig. 9), and the mean counted l0
-    of the selected experts (appendix C), for the MoE at ``layer``."""
-    from ..data.loader import BlockData
-
+def router_analysis(model: GPT, blocks_dir: Path, layer: int, device: str, n_blocks: int = 16) -> dict[str, Any]:
+    """Gate logit vs counted l0 of every expert on validation tokens (Fig. 9), and the mean counted l0 of
+    the selected experts (appendix C), for the MoE at ``layer`` (``MoE.router_analysis``)."""
     data = BlockData(blocks_dir)
     x, _ = data.blocks("val", np.arange(min(n_blocks, data.n_blocks("val"))))
     model = model.to(device).eval()
-    moe = model.h[layer].mlp
     h = model.mlp_input(x.to(device), layer).reshape(-1, model.cfg.d_model).float()
-    logits = moe.router(h, moe.w_enc).float()  # (N, M)
-    pre = torch.einsum("nd,mde->nme", h, moe.w_enc.float())
-    l0 = (moe.act(pre) != 0).sum(-1).float()  # (N, M) counted active units per expert
-    _, selected = logits.topk(moe.top_k, dim=-1)
-    g, c = logits.flatten().cpu().numpy(), l0.flatten().cpu().numpy()
-    r = float(np.corrcoef(g, c)[0, 1]) if g.std() > 0 and c.std() > 0 else float("nan")
-    return {"router": model.cfg.router, "expert_act": model.cfg.expert_act, "tokens": int(h.shape[0]),
-            "d_expert": moe.d_expert, "pearson_r_gate_vs_l0": r,
-            "mean_l0_selected": float(l0.gather(1, selected).mean()), "mean_l0_all": float(l0.mean()),
-            "sample_gate": g[:4000].tolist(), "sample_l0": c[:4000].tolist()}
+    return model.h[layer].mlp.router_analysis(h)
 
 
 def plot_router(analyses: dict[str, dict], path: Path) -> bool:
@@ -249,6 +255,8 @@ def format_tables(results: dict[str, Any]) -> dict[str, str]:
             f"{results['layer']}; {results['eval_games']} evaluation games. Paper numbers in brackets.\n")
     out = {}
     for table, title in (("table1", "Table 1"), ("table3", "Table 3 (ablation)"), ("table4", "Table 4")):
+        if not any(table in row.tables and row.name in rows for row in ROWS):
+            continue
         lines = [f"# {title}\n", head, "| model | val loss | coverage | reconstruction | mean l0 | features |",
                  "|---|---|---|---|---|---|"]
         for row in ROWS:
@@ -278,21 +286,31 @@ def format_tables(results: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, engine: str = "auto",
-                         device: str = "auto", workers: int = 0, games_dir: str | None = None,
-                         only: list[str] | None = None) -> dict[str, Any]:
-    from ..data.chess.importer import read_games
-    from ..data.loader import BlockData
-    from ..interp.collect import default_layer
-    from ..interp.sae import SAE, SAEConfig, train_sae
-    from ..io import load_model
-    from ..model.config import make_config
-    from ..model.upcycle import upcycle
-
+def scale_config(scale: str | Scale = "tiny", **overrides: Any) -> Scale:
+    """A named scale (``SCALES``) with ``overrides`` applied and checked, or a ``Scale`` as given."""
+    if isinstance(scale, Scale):
+        return scale.replace("scale settings", **overrides) if overrides else scale
     if scale not in SCALES:
-        raise MoexError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
-    sc = SCALES[scale]
+        raise ConfigError(f"unknown scale {scale!r}; choose from {', '.join(SCALES)}")
+    return SCALES[scale].replace(f"scale {scale!r}", **overrides)
+
+
+def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
+                         device: str = "auto", workers: int = 0, games_dir: str | None = None,
+                         only: list[str] | None = None, fresh: bool = False,
+                         settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or reuse) and score the rows of ``scale`` (a name in ``SCALES`` with ``settings`` applied,
+    or a ``Scale``), then write the tables. ``only``: these rows now; ``fresh``: score every row again
+    (trained runs are kept)."""
+    sc = scale_config(scale, **(settings or {}))
+    name = scale if isinstance(scale, str) else "custom"
+    wanted_names = [r for r in (only or sc.rows or [r.name for r in ROWS] + ["sae"])]
+    unknown = sorted(set(wanted_names) - {r.name for r in ROWS} - {"sae"})
+    if unknown:
+        raise ConfigError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(r.name for r in ROWS)}, sae")
     out = Path(out)
+    if fresh:
+        shutil.rmtree(out / "rows", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     master, barrier = distributed()
@@ -308,13 +326,12 @@ def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, en
             "device": device, "ckpt_interval": max(10, min(sc.steps, sc.up_steps) // 2)}
     runs, rows_dir = out / "runs", out / "rows"
     if master:
-        write_json(out / "experiment.json", {"scale": scale, "seed": seed, "engine": engine,
+        write_json(out / "experiment.json", {"scale": name, "seed": seed, "engine": engine,
                                              "config": asdict(sc), "rows": [asdict(r) for r in ROWS]})
         rows_dir.mkdir(exist_ok=True)
     barrier()
-    wanted = [r for r in ROWS if not only or r.name in only]
     dense_run = runs / "gelu"
-    for row in wanted:
+    for row in [r for r in ROWS if r.name in wanted_names]:
         done = rows_dir / f"{row.name}.json"
         if done.exists():
             continue
@@ -325,46 +342,49 @@ def run_chess_experiment(out: str | Path, scale: str = "tiny", seed: int = 0, en
             train_to(run, steps, mcfg, tcfg)
         else:
             train_to(dense_run, sc.steps, make_config(sc.preset, "gelu"), tcfg)
-            init = (lambda: load_model(dense_run)) if row.init == "continue" else \
-                (lambda mlp=row.mlp: upcycle(load_model(dense_run), mlp, seed=seed))
+            init = (lambda: GPT.from_pretrained(dense_run)) if row.init == "continue" else \
+                (lambda mlp=row.mlp: upcycle(GPT.from_pretrained(dense_run), mlp, seed=seed))
             train_to(run, sc.up_steps, tcfg=tcfg, init=init)
         if master:
-            model = load_model(run)
-            layer = default_layer(model)
             write_json(done, {"name": row.name, "mlp": row.mlp, "init": row.init, "val_loss": last_val_loss(run),
-                              **score_model(model, eval_games, layer, dev)})
+                              **score_row(GPT.from_pretrained(run), eval_games, dev)})
         barrier()
-    if (not only or "sae" in only) and not (rows_dir / "sae.json").exists():
+    if "sae" in wanted_names and not (rows_dir / "sae.json").exists():
         train_to(dense_run, sc.steps, make_config(sc.preset, "gelu"), tcfg)
         if master:
-            dense = load_model(dense_run)
-            layer = default_layer(dense)
+            dense = GPT.from_pretrained(dense_run)
             sae_dir = out / "sae"
             if (sae_dir / "cfg.json").exists():
                 sae = SAE.load(sae_dir)
             else:
-                cfg = SAEConfig(d_in=dense.cfg.d_model, d_sae=sc.sae_width, layer=layer)
-                sae = train_sae(dense, BlockData(blocks), cfg, steps=sc.sae_steps, seed=seed, device=dev)
+                cfg = SAEConfig(d_in=dense.cfg.d_model, d_sae=sc.sae_width, layer=default_layer(dense),
+                                steps=sc.sae_steps, seed=seed)
+                sae = train_sae(dense, BlockData(blocks), cfg, device=dev)
                 sae.save(sae_dir)
             write_json(rows_dir / "sae.json", {"name": "sae", "mlp": "sae", "init": "dense gelu", "val_loss": None,
-                                               **score_model(dense, eval_games, layer, dev, sae=sae.cpu())})
+                                               **score_row(dense, eval_games, dev, sae=sae.cpu())})
         barrier()
     if not master:
         return {}
-    return report(out, sc, scale, seed, dev, len(eval_games), blocks, time.time() - t0)
+    return report(out, sc, name, seed, dev, len(eval_games), blocks, time.time() - t0)
+
+
+def run_demo(out: str | Path = "moex-demo", seed: int = 0, engine: str = "auto", device: str = "auto",
+             workers: int = 0, **overrides: Any) -> dict[str, Any]:
+    """``moex demo``: the ``demo`` scale of the chess experiment (dense GELU, Switch and MoE-X upcycled
+    from it), with ``overrides`` of its scale keys (e.g. ``steps=300``)."""
+    return run_chess_experiment(out, "demo", seed=seed, engine=engine, device=device, workers=workers,
+                                settings=overrides)
 
 
 def report(out: Path, sc: Scale, scale: str, seed: int, dev: str, n_eval: int, blocks: Path,
            seconds: float) -> dict[str, Any]:
     """Router analysis of the finished MoE rows, then ``results.json``, the tables and the plot."""
-    from ..interp.collect import default_layer
-    from ..io import load_model
-
     runs, rows_dir = out / "runs", out / "rows"
     analyses = {}
     for name in ("moex", "moex-relu-linear", "moex-gelu-sparsity", "switch"):
         if (rows_dir / f"{name}.json").exists():
-            model = load_model(runs / name)
+            model = GPT.from_pretrained(runs / name)
             analyses[name] = router_analysis(model, blocks, default_layer(model), dev)
     rows = [json.loads((rows_dir / f"{r}.json").read_text()) for r in [x.name for x in ROWS] + ["sae"]
             if (rows_dir / f"{r}.json").exists()]
@@ -380,30 +400,8 @@ def report(out: Path, sc: Scale, scale: str, seed: int, dev: str, n_eval: int, b
         (out / f"{name}.md").write_text(text)
     if analyses:
         plot_router(analyses, out / "router.png")
-    for name in ("table1", "table3", "table4", "router"):
-        if (out / f"{name}.md").exists():
-            print((out / f"{name}.md").read_text())
+    for name, text in format_tables(results).items():
+        print(text)
     return results
 
 
-def cmd_experiment_chess(args) -> None:
-    if args.fresh and Path(args.out).exists():
-        shutil.rmtree(Path(args.out) / "rows", ignore_errors=True)
-    run_chess_experiment(args.out, scale=args.scale, seed=args.seed, engine=args.engine, device=args.device,
-                         workers=args.workers, games_dir=args.games, only=args.only)
-
-
-def add_experiment_commands(sub) -> None:
-    p = sub.add_parser("experiment", help="reproduce the papers' experiments")
-    esub = p.add_subparsers(dest="experiment_cmd", required=True)
-    s = esub.add_parser("chess", help="Tables 1, 3, 4 + SAE row + router analysis on chess")
-    s.add_argument("--scale", choices=list(SCALES), default="tiny")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--engine", choices=["auto", "stockfish", "random"], default="auto")
-    s.add_argument("--games", help="use this directory's games.txt (moex data chess import) for training")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--workers", type=int, default=0)
-    s.add_argument("--only", nargs="+", help="rows to run now (others are kept or left for later)")
-    s.add_argument("--fresh", action="store_true", help="re-score every row (trained runs are kept)")
-    s.set_defaults(func=cmd_experiment_chess)

@@ -6,9 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MoexError
 from ..data.chess.labels import board_labels
+from ..errors import MoexError
+from ..model.gpt import GPT
 from .bsp import bsp_metrics, state_onehot
+from .collect import collect_chess
+from .sites import Site, site_for
 
 
 def train_mask_for(games_of_positions: np.ndarray, n_games: int, train_fraction: float) -> np.ndarray:
@@ -38,3 +41,17 @@ def score_features(
     out["coverage"] = out["pieces"]["coverage"]
     out["reconstruction"] = out["pieces"]["reconstruction"]
     return out
+
+
+def score_chess(model: GPT, games: list[str], layer: int | None = None, site: str | Site = "mlp",
+                train_fraction: float = 0.5, device: str = "cpu") -> dict[str, Any]:
+    """Coverage and reconstruction of a model's features at ``site`` (``mlp`` code, ``resid``, ``sae:DIR``
+    or any ``Site``) of ``layer`` (default 3/4 depth) on chess games: the first ``train_fraction`` of the
+    games label features, the rest are scored. Returns ``score_features``' dict plus the site, the layer
+    and the mean l0 (non-zero features per character)."""
+    s = site_for(model, site, layer)
+    acts = collect_chess(model, games, site=s, device=device)
+    res = score_features(games, acts.features, acts.f_max, train_fraction, device=device)
+    res.update(layer=s.layer, site=s.name, mean_l0=acts.mean_l0, features=res["pieces"]["n_features"],
+               alive=res["pieces"]["alive_features"])
+    return res

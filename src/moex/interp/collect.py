@@ -1,4 +1,4 @@
-"""Activation collection over chess games: any layer's features at every character and at the BSP positions."""
+"""Features of a site over chess games: at every character (f_max, l0) and at the BSP evaluation positions."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from ..data.chess.labels import eval_positions
 from ..data.chess.vocab import encode
 from ..model.gpt import GPT
+from .sites import Site, collect, site_for
 
 
 @dataclass
@@ -19,48 +20,24 @@ class ChessActivations:
     mean_l0: float  # mean number of non-zero features per character
 
 
-def default_layer(model: GPT) -> int:
-    """The paper's evaluated layer: 6 of 8 (0-based, Karvonen's model.transformer.h[6]); 3/4 depth in general."""
-    return int(model.cfg.n_layer * 0.75)
-
-
 @torch.no_grad()
 def collect_chess(
-    model: GPT, games: list[str], layer: int, site: str = "mlp", max_chars: int = 256, max_positions: int = 20,
-    batch: int = 32, device: str | torch.device = "cpu", sae=None,
+    model: GPT, games: list[str], layer: int | None = None, site: str | Site = "mlp", max_chars: int = 256,
+    max_positions: int = 20, batch: int = 32, device: str | torch.device = "cpu",
 ) -> ChessActivations:
-    """Features of ``site`` ('mlp': the wide-sparse MLP code; 'resid': the residual stream after the block;
-    with ``sae``: that SAE's latents of the residual stream)."""
-    if site not in ("mlp", "resid"):
-        raise ValueError(f"site={site!r} must be 'mlp' or 'resid'")
-    if sae is not None:
-        site = "resid"
-        sae = sae.to(device).eval()
-    model = model.to(device).eval()
+    """Features of ``site`` (``mlp``, ``resid``, ``sae:DIR`` or any ``Site``) on the first ``max_chars``
+    characters of each game (at most the model's context)."""
+    s = site_for(model, site, layer)
     n = min(max_chars, model.cfg.ctx)
+    ids = [encode(g[:n], where=f"game {i}") for i, g in enumerate(games)]
     feats, fmax, l0_sum, l0_count = [], None, 0.0, 0
-    for lo in range(0, len(games), batch):
-        chunk = games[lo:lo + batch]
-        ids = np.zeros((len(chunk), n), dtype=np.int64)
-        lengths = []
-        for i, g in enumerate(chunk):
-            e = encode(g[:n], where=f"game {lo + i}")
-            ids[i, :len(e)] = e
-            lengths.append(len(e))
-        idx = torch.from_numpy(ids).to(device)
-        if site == "mlp":
-            acts = model.mlp_code(idx, layer, dense=True).float().reshape(len(chunk), n, -1)
-        else:
-            acts = model.residual(idx, layer).float()
-            if sae is not None:
-                acts = sae.encode(acts)
-        valid = torch.arange(n, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
-        a_valid = acts[valid]
+    for chunk in collect(s, ids, batch=batch, device=device, length=n):
+        a_valid = chunk.features[chunk.mask]
         m = a_valid.max(dim=0).values
         fmax = m if fmax is None else torch.maximum(fmax, m)
         l0_sum += (a_valid != 0).sum().item()
         l0_count += a_valid.shape[0]
-        for i, g in enumerate(chunk):
-            pos = eval_positions(g, max_chars, max_positions)
-            feats.append(acts[i, pos].cpu())
+        for i in range(chunk.tokens.shape[0]):
+            pos = eval_positions(games[chunk.index + i], max_chars, max_positions)
+            feats.append(chunk.features[i, pos].cpu())
     return ChessActivations(torch.cat(feats).numpy(), fmax.cpu().numpy(), l0_sum / max(1, l0_count))

@@ -1,13 +1,22 @@
-"""Model zoo: GPT backbone with dense, gated and MoE MLPs, and the wide-sparse view of any MLP."""
+"""Model zoo: GPT backbone with dense, gated and MoE MLPs, and the wide-sparse view of any MLP.
 
-from .config import BACKBONES, MLP_PRESETS, ConfigError, ModelConfig, make_config
-from .gpt import GPT, GPTOutput
-from .mlp import WideCode
+Importing this package registers the built-in MLP kinds (``mlp``, ``moe``, ``monet``, ``peer``).
+"""
+
+from .config import BACKBONES, ModelConfig, make_config
+from .layer import MLPKind, MLPLayer, WideCode, build_mlp, mlp_kind, mlp_kinds, mlp_presets, register_mlp
+from .mlp import DenseMLP, GegluMLP
 from .moe import MoE, load_balance_loss
-from .summary import summarize
+from .monet import MonetMLP
+from .peer import PEER
+from .gpt import GPT, GPTOutput
+from .summary import format_summary, summarize, summarize_config
 from .upcycle import upcycle
 
+load_model = GPT.from_pretrained
+
 __all__ = [
-    "BACKBONES", "MLP_PRESETS", "ConfigError", "ModelConfig", "make_config", "GPT", "GPTOutput",
-    "WideCode", "MoE", "load_balance_loss", "summarize", "upcycle",
+    "BACKBONES", "ModelConfig", "make_config", "MLPKind", "MLPLayer", "WideCode", "build_mlp", "mlp_kind",
+    "mlp_kinds", "mlp_presets", "register_mlp", "DenseMLP", "GegluMLP", "MoE", "load_balance_loss", "MonetMLP",
+    "PEER", "GPT", "GPTOutput", "format_summary", "summarize", "summarize_config", "upcycle", "load_model",
 ]

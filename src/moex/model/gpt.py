@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..artifacts import CFG_JSON, MODEL_WEIGHTS, ArtifactError, load_safetensors, save_safetensors
 from .config import ModelConfig
-from .mlp import WideCode, build_mlp
+from .hf import is_hf_gpt2, read_hf_gpt2
+from .layer import MLPLayer, WideCode, build_mlp
 
 
 @dataclass
@@ -140,6 +143,52 @@ class GPT(nn.Module):
     def _check_layer(self, layer: int) -> None:
         if not 0 <= layer < self.cfg.n_layer:
             raise ValueError(f"layer {layer} out of range: the model has layers 0..{self.cfg.n_layer - 1}")
+
+    # artifacts -------------------------------------------------------------------------------------
+    def state_for_saving(self) -> dict[str, Tensor]:
+        """State dict without the tied lm_head alias, contiguous, on CPU."""
+        sd = self.state_dict()
+        if self.cfg.tie_embeddings:
+            sd.pop("lm_head.weight", None)
+        return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        """Write ``cfg.json`` and ``model.safetensors`` into ``out_dir`` (each atomically)."""
+        out_dir = Path(out_dir)
+        save_safetensors(out_dir / MODEL_WEIGHTS, self.state_for_saving())
+        self.cfg.save(out_dir / CFG_JSON)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "GPT":
+        """A model saved by ``save_pretrained`` (a run or checkpoint directory), or a Hugging Face GPT-2
+        directory (``config.json`` + weights). Bad files raise an error naming the file."""
+        path = Path(path)
+        if is_hf_gpt2(path):
+            cfg, state = read_hf_gpt2(path)
+            source = f"{path}: GPT-2 weights do not fit the model"
+        else:
+            cfg_path, weights = path / CFG_JSON, path / MODEL_WEIGHTS
+            for p in (cfg_path, weights):
+                if not p.exists():
+                    raise ArtifactError(f"{p} not found: {path} is not a moex checkpoint directory")
+            cfg = ModelConfig.load(cfg_path)
+            state = load_safetensors(weights, device=str(map_location))
+            source = f"{weights} does not match {cfg_path} (mlp={cfg.mlp})"
+        model = cls(cfg)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shapes that disagree with the config
+            lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
+            raise ArtifactError(f"{source}: {lines[0] if lines else e}"
+                                + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")) from None
+        missing = [k for k in missing if not (cfg.tie_embeddings and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise ArtifactError(f"{source}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        return model.to(map_location)
+
+    def mlp_layers(self) -> list[MLPLayer]:
+        return [b.mlp for b in self.h]
 
     def moe_layers(self) -> list[nn.Module]:
         from .moe import MoE

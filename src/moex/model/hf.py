@@ -1,4 +1,4 @@
-"""Load GPT-2 weights from a local Hugging Face checkpoint directory into moex's dense ``GPT``.
+"""Read GPT-2 weights from a local Hugging Face checkpoint directory for moex's dense ``GPT``.
 
 Reads ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``) directly, so transformers
 is not needed. GPT-2 stores its linear layers as Conv1D (in, out): they are transposed here. The model
@@ -7,14 +7,13 @@ gets biases, tied embeddings and the tanh GELU (``gelu_new``), so its logits equ
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from ..artifacts import load_safetensors, read_json
 from ..errors import MoexError
 from .config import ModelConfig
-from .gpt import GPT
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -23,9 +22,10 @@ def is_hf_gpt2(path: str | Path) -> bool:
     return (Path(path) / "config.json").is_file() and not (Path(path) / "cfg.json").exists()
 
 
-def load_hf_gpt2(path: str | Path, map_location: str | torch.device = "cpu") -> GPT:
+def read_hf_gpt2(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The ``ModelConfig`` and the state dict (our names and layouts) of a GPT-2 checkpoint directory."""
     path = Path(path)
-    hf = json.loads((path / "config.json").read_text())
+    hf = read_json(path / "config.json")
     if hf.get("model_type") != "gpt2":
         raise MoexError(f"{path / 'config.json'}: model_type {hf.get('model_type')!r}; only gpt2 loads")
     act = hf.get("activation_function", "gelu_new")
@@ -37,9 +37,7 @@ def load_hf_gpt2(path: str | Path, map_location: str | torch.device = "cpu") -> 
                       gelu_approx="none" if act == "gelu" else "tanh",
                       extra={"source": f"huggingface gpt2 checkpoint {path}"})
     if (path / "model.safetensors").exists():
-        from safetensors.torch import load_file
-
-        state = load_file(str(path / "model.safetensors"))
+        state = load_safetensors(path / "model.safetensors")
     elif (path / "pytorch_model.bin").exists():
         state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
@@ -54,9 +52,4 @@ def load_hf_gpt2(path: str | Path, map_location: str | torch.device = "cpu") -> 
         if key.endswith(CONV1D):
             value = value.t().contiguous()
         ours[key] = value
-    model = GPT(cfg)
-    missing, unexpected = model.load_state_dict(ours, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]
-    if missing or unexpected:
-        raise MoexError(f"{path}: GPT-2 weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.to(map_location)
+    return cfg, ours

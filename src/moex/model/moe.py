@@ -13,14 +13,18 @@ one matmul per contiguous slice. Both give the same result.
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import ModelConfig
-from .mlp import ACTIVATIONS, WideCode
+from ..config import ConfigError
+from .config import EXPERT_ACTS, ROUTERS, ModelConfig
+from .layer import MLPLayer, WideCode, count_params, register_mlp
+from .mlp import ACTIVATIONS
 
 
 class LinearRouter(nn.Module):
@@ -107,14 +111,22 @@ def expert_matmul(a: Tensor, w: Tensor, counts: Tensor, grouped: bool) -> Tensor
     return torch.cat(outs, dim=0)
 
 
-class MoE(nn.Module):
+def check_expert_act(cfg: ModelConfig) -> None:
+    if cfg.expert_act not in EXPERT_ACTS:
+        raise ConfigError(f"expert_act={cfg.expert_act!r} is not one of {', '.join(EXPERT_ACTS)}")
+
+
+class MoE(MLPLayer):
     """Mixture of M experts of width D with top-k routing; read as one wide sparse MLP of width M*D."""
+
+    stat_names = ("l0", "entropy", "load_max")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_experts = cfg.n_experts
         self.top_k = cfg.moe_top_k
-        self.d_expert = cfg.expert_width
+        self.d_expert = self.expert_width(cfg)
+        self.router_kind, self.expert_act = cfg.router, cfg.expert_act
         self.act = ACTIVATIONS[cfg.expert_act]
         self.aux_coef = cfg.aux_loss_coef
         self.dispatch = cfg.moe_dispatch
@@ -123,10 +135,53 @@ class MoE(nn.Module):
         self.w_dec = nn.Parameter(torch.empty(cfg.n_experts, self.d_expert, cfg.d_model))
         self.router = SparsityRouter(cfg) if cfg.router == "sparsity" else LinearRouter(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.track_stats = True
-        self.last_stats: dict[str, Tensor] = {}
         nn.init.normal_(self.w_enc, std=0.02)
         nn.init.normal_(self.w_dec, std=0.02)
+
+    # the contract's class-level facts --------------------------------------------------------------
+    @staticmethod
+    def expert_width(cfg: ModelConfig) -> int:
+        """``d_expert``, or dense width / top-k: activated parameters match the dense model."""
+        return cfg.d_expert or cfg.d_mlp // cfg.moe_top_k
+
+    @classmethod
+    def code_width(cls, cfg: ModelConfig) -> int:
+        return cfg.n_experts * cls.expert_width(cfg)
+
+    @classmethod
+    def validate(cls, cfg: ModelConfig) -> None:
+        if cfg.router not in ROUTERS:
+            raise ConfigError(f"router={cfg.router!r} is not one of {', '.join(ROUTERS)}")
+        check_expert_act(cfg)
+        if not 1 <= cfg.moe_top_k <= cfg.n_experts:
+            raise ConfigError(f"moe_top_k={cfg.moe_top_k} must be in 1..n_experts={cfg.n_experts}")
+        if cfg.router_std not in ("sqrt", "literal"):
+            raise ConfigError(f"router_std={cfg.router_std!r} must be 'sqrt' or 'literal'")
+        if cfg.moe_dispatch not in ("auto", "grouped", "loop"):
+            raise ConfigError(f"moe_dispatch={cfg.moe_dispatch!r} must be auto, grouped or loop")
+
+    def param_counts(self) -> tuple[int, int]:
+        """Activated: the router and k of the M experts."""
+        total = count_params(self)
+        expert = self.w_enc.numel() + self.w_dec.numel()
+        return total, total - expert + expert * self.top_k // self.n_experts
+
+    def describe(self) -> dict[str, Any]:
+        router_params = count_params(self.router)
+        return {"n_experts": self.n_experts, "d_expert": self.d_expert, "top_k": self.top_k,
+                "router": self.router_kind, "router_params": router_params, "expert_act": self.expert_act,
+                "detail": f"{self.n_experts} x {self.d_expert} {self.expert_act} experts, top-{self.top_k}, "
+                          f"{self.router_kind} router ({router_params} params)"}
+
+    def stats(self) -> dict[str, Any]:
+        s = self.last_stats
+        if not s:
+            return {}
+        load = s["tokens_per_expert"]
+        frac = (load / load.sum().clamp_min(1)).tolist()
+        return {"l0": round(s["l0"].item(), 3), "entropy": round(s["router_entropy"].item(), 4),
+                "load_max": round(max(frac) * len(frac), 4),  # 1.0 = perfectly balanced
+                "load": [round(f, 4) for f in frac]}
 
     # routing ------------------------------------------------------------------------------------
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -174,12 +229,9 @@ class MoE(nn.Module):
         if self.track_stats:
             with torch.no_grad():
                 probs = torch.softmax(logits.detach(), dim=-1)
-                self.last_stats = {
-                    "tokens_per_expert": counts.detach().float(),
-                    "l0": (z.detach() != 0).sum(dim=-1).float().mean(),
-                    "router_entropy": -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean(),
-                    "aux_loss": aux.detach(),
-                }
+                self.record(tokens_per_expert=counts.float(), l0=(z != 0).sum(dim=-1).float().mean(),
+                            router_entropy=-(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean(),
+                            aux_loss=aux)
         return self.dropout(y.reshape(shape).to(x.dtype)), aux
 
     # wide-sparse view ----------------------------------------------------------------------------
@@ -192,3 +244,44 @@ class MoE(nn.Module):
     def decode(self, code: WideCode) -> Tensor:
         """y = W_dec z with W_dec the concatenation of the expert decoders."""
         return code.to_dense() @ self.w_dec.reshape(-1, self.w_dec.shape[-1]).to(code.values.dtype)
+
+    # router analysis (paper Fig. 9 and appendix C) -------------------------------------------------
+    def router_logits(self, x: Tensor) -> Tensor:
+        """Gate logits l (N, M) of tokens x (N, d)."""
+        return self.router(x, self.w_enc).float()
+
+    def expected_l0(self, x: Tensor) -> Tensor:
+        """D * Phi(mu_h / s_h) (N, M): the sparsity router's estimate of each expert's active units."""
+        if not isinstance(self.router, SparsityRouter):
+            raise ValueError("expected_l0 needs the sparsity router")
+        return self.router.expected_l0(x, self.w_enc)
+
+    def counted_l0(self, x: Tensor) -> Tensor:
+        """Active units of every expert (N, M) on tokens x (N, d), routed or not."""
+        pre = torch.einsum("nd,mde->nme", x.float(), self.w_enc.float())
+        return (self.act(pre) != 0).sum(-1).float()
+
+    @torch.no_grad()
+    def router_analysis(self, x: Tensor, sample: int = 4000) -> dict[str, Any]:
+        """Pearson r between gate logit and counted l0 over all (token, expert) pairs, and the mean
+        counted l0 of the selected experts, on tokens x (N, d); ``sample`` pairs kept for a plot."""
+        logits, l0 = self.router_logits(x), self.counted_l0(x)
+        _, selected = logits.topk(self.top_k, dim=-1)
+        g, c = logits.flatten().cpu().numpy(), l0.flatten().cpu().numpy()
+        r = float(np.corrcoef(g, c)[0, 1]) if g.std() > 0 and c.std() > 0 else float("nan")
+        return {"router": self.router_kind, "expert_act": self.expert_act, "tokens": int(x.shape[0]),
+                "d_expert": self.d_expert, "pearson_r_gate_vs_l0": r,
+                "mean_l0_selected": float(l0.gather(1, selected).mean()), "mean_l0_all": float(l0.mean()),
+                "sample_gate": g[:sample].tolist(), "sample_l0": c[:sample].tolist()}
+
+
+register_mlp("moe", MoE, {
+    # Switch Transformer baseline: GELU experts, linear router.
+    "switch": dict(expert_act="gelu", router="linear", n_experts=8, moe_top_k=2),
+    # MoE-X: ReLU experts, sparsity-aware router.
+    "moex": dict(expert_act="relu", router="sparsity", n_experts=8, moe_top_k=2),
+    # Table 3 ablations.
+    "moex-relu-linear": dict(expert_act="relu", router="linear", n_experts=8, moe_top_k=2),
+    "moex-gelu-sparsity": dict(expert_act="gelu", router="sparsity", n_experts=8, moe_top_k=2),
+    "moe": {},
+})

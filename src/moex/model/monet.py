@@ -21,14 +21,17 @@ head's half-expert routing with the model's ``aux_loss_coef``.
 from __future__ import annotations
 
 from statistics import NormalDist
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..config import ConfigError
 from .config import ModelConfig
-from .mlp import ACTIVATIONS, WideCode, dense_code
-from .moe import load_balance_loss
+from .layer import MLPLayer, WideCode, count_params, dense_code, register_mlp
+from .mlp import ACTIVATIONS
+from .moe import check_expert_act, load_balance_loss
 
 
 class MonetRouter(nn.Module):
@@ -61,13 +64,16 @@ class MonetRouter(nn.Module):
         return self.gate(l1, self.norm1), self.gate(l2, self.norm2), l1, l2
 
 
-class MonetMLP(nn.Module):
+class MonetMLP(MLPLayer):
     """Monet-HD or Monet-VD layer with E half-experts per set, expert width m and H routing heads."""
+
+    stat_names = ("l0", "entropy")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.vertical = cfg.mlp == "monet-vd"
-        self.n, self.m, self.heads = cfg.n_experts, cfg.expert_width, cfg.moe_heads
+        self.n, self.m, self.heads = cfg.n_experts, self.expert_width(cfg), cfg.moe_heads
+        self.top_k, self.expert_act = cfg.moe_top_k, cfg.expert_act
         self.act = ACTIVATIONS[cfg.expert_act]
         self.aux_coef = cfg.aux_loss_coef
         self.router = MonetRouter(cfg)
@@ -83,6 +89,42 @@ class MonetMLP(nn.Module):
             self.v = nn.Parameter(torch.empty(self.n * self.m, d))
         self.dropout = nn.Dropout(cfg.dropout)
         nn.init.normal_(self.v, std=0.02)
+
+    @staticmethod
+    def expert_width(cfg: ModelConfig) -> int:
+        """m: ``d_expert``, or the parameter match with the dense MLP (2 d D): experts 2 d E m + router
+        2 d H E, so E (m + H) = D (VD: rounded down to even)."""
+        if cfg.d_expert:
+            return cfg.d_expert
+        m = cfg.d_mlp // cfg.n_experts - cfg.moe_heads
+        return m if cfg.mlp == "monet-hd" else m // 2 * 2
+
+    @classmethod
+    def code_width(cls, cfg: ModelConfig) -> int:
+        return (2 if cfg.mlp == "monet-vd" else 1) * cfg.n_experts * cls.expert_width(cfg)
+
+    @classmethod
+    def validate(cls, cfg: ModelConfig) -> None:
+        check_expert_act(cfg)
+        if cfg.moe_heads < 1:
+            raise ConfigError(f"moe_heads={cfg.moe_heads} must be at least 1")
+        if not 1 <= cfg.moe_top_k < cfg.n_experts:
+            raise ConfigError(f"moe_top_k={cfg.moe_top_k} must be in 1..n_experts-1={cfg.n_experts - 1}")
+        m = cls.expert_width(cfg)
+        if m < 1:
+            raise ConfigError(f"{cfg.mlp}: no expert width is left for d_mlp={cfg.d_mlp} with "
+                              f"n_experts={cfg.n_experts} and moe_heads={cfg.moe_heads}; "
+                              "lower n_experts or set d_expert")
+        if cfg.mlp == "monet-vd" and (m % 2 or cfg.d_model % 2):
+            raise ConfigError(f"monet-vd splits experts and d_model in halves: d_expert={m} "
+                              f"and d_model={cfg.d_model} must be even")
+
+    def describe(self) -> dict[str, Any]:
+        router_params = count_params(self.router)
+        return {"n_experts": self.n ** 2, "d_expert": self.m, "heads": self.heads, "top_k": self.top_k,
+                "router_params": router_params, "expert_act": self.expert_act,
+                "detail": f"{self.n ** 2:,} experts of width {self.m} ({self.expert_act}), {self.heads} heads "
+                          f"x top-{self.top_k}, router/keys {router_params:,} params"}
 
     def _code(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (N, d) -> (z (N, code width), aux loss)."""
@@ -105,6 +147,11 @@ class MonetMLP(nn.Module):
             a = torch.einsum("nhi,nim->nhm", g1, h)
             z = torch.einsum("nhj,nhm->njm", g2, a).flatten(1)
         aux = sum(load_balance_loss(lg[:, h], self.aux_coef) for lg in (l1, l2) for h in range(self.heads))
+        if self.track_stats:
+            with torch.no_grad():  # entropy of each head's gate over its half-experts, both sets
+                g = torch.stack((g1, g2)).float()
+                entropy = -(g * torch.log(g.clamp_min(1e-12))).sum(-1).mean()
+                self.record(l0=(z != 0).sum(dim=-1).float().mean(), entropy=entropy)
         return z, aux / self.heads
 
     def _decode(self, z: Tensor) -> Tensor:
@@ -126,3 +173,12 @@ class MonetMLP(nn.Module):
 
     def decode(self, code: WideCode) -> Tensor:
         return self._decode(code.values[:, 0])
+
+
+register_mlp("monet-hd", MonetMLP, {
+    # Monet (METHODS sec 2), 512 half-experts per set. Every half-expert is computed for every token, so
+    # its activated parameters are all of them: experts (2 d E m, HD and VD alike) plus router (2 d H E)
+    # equal the dense MLP's 2 d D when E (m + H) = D. For chess (D = 4096) that is m = 6 with H = 2
+    # heads (METHODS' m = 8 would leave no router). d_expert=0 derives m this way.
+    "monet-hd": dict(n_experts=512, moe_heads=2, moe_top_k=8, expert_act="relu2")})
+register_mlp("monet-vd", MonetMLP, {"monet-vd": dict(n_experts=512, moe_heads=2, moe_top_k=8, expert_act="relu2")})

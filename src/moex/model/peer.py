@@ -16,14 +16,18 @@ chunks of tokens, recomputed in the backward pass, so nothing of size N per toke
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import ConfigError
 from .config import ModelConfig
-from .mlp import ACTIVATIONS, WideCode
+from .layer import MLPLayer, WideCode, count_params, register_mlp
+from .mlp import ACTIVATIONS
+from .moe import check_expert_act
 
 
 def product_key_topk(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -63,12 +67,13 @@ def retrieved_dots(x: Tensor, u: Tensor, experts: Tensor, gather: bool) -> Tenso
     return _gathered_dots(x, u, experts)
 
 
-class PEER(nn.Module):
+class PEER(MLPLayer):
     """Parameter Efficient Expert Retrieval layer with N single-neuron experts, h heads, top-k per head."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_experts, self.heads, self.top_k = cfg.n_experts, cfg.moe_heads, cfg.moe_top_k
+        self.expert_act = cfg.expert_act
         self.n_keys = math.isqrt(cfg.n_experts)
         self.d_key = cfg.d_key
         self.act = ACTIVATIONS[cfg.expert_act]
@@ -83,6 +88,37 @@ class PEER(nn.Module):
         nn.init.normal_(self.keys, std=1.0 / math.sqrt(self.d_key))
         nn.init.normal_(self.u, std=0.02)
         nn.init.normal_(self.v, std=0.02)
+
+    @classmethod
+    def code_width(cls, cfg: ModelConfig) -> int:
+        return cfg.n_experts
+
+    @classmethod
+    def validate(cls, cfg: ModelConfig) -> None:
+        check_expert_act(cfg)
+        if cfg.moe_heads < 1:
+            raise ConfigError(f"moe_heads={cfg.moe_heads} must be at least 1")
+        n = math.isqrt(cfg.n_experts)
+        if n * n != cfg.n_experts:
+            raise ConfigError(f"peer needs a square number of experts (n^2 product keys), got {cfg.n_experts}")
+        if not 1 <= cfg.moe_top_k <= cfg.n_experts:
+            raise ConfigError(f"moe_top_k={cfg.moe_top_k} must be in 1..n_experts={cfg.n_experts}")
+        if cfg.d_key < 2 or cfg.d_key % 2:
+            raise ConfigError(f"d_key={cfg.d_key} must be even (two product-key halves)")
+
+    def param_counts(self) -> tuple[int, int]:
+        """Activated: query network, every sub-key (all are scored), the h*k retrieved neurons."""
+        total = count_params(self)
+        expert = self.u.numel() + self.v.numel()
+        retrieved = self.heads * self.top_k * (self.u.shape[1] + self.v.shape[1])
+        return total, total - expert + min(expert, retrieved)
+
+    def describe(self) -> dict[str, Any]:
+        router_params = count_params(self.query) + self.keys.numel()
+        return {"n_experts": self.n_experts, "d_expert": 1, "heads": self.heads, "top_k": self.top_k,
+                "router_params": router_params, "expert_act": self.expert_act,
+                "detail": f"{self.n_experts:,} experts of width 1 ({self.expert_act}), {self.heads} heads "
+                          f"x top-{self.top_k}, router/keys {router_params:,} params"}
 
     def retrieve(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (N, d) -> (experts (N, h*k), gate weights (N, h*k)), head-major."""
@@ -108,8 +144,19 @@ class PEER(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, None]:
         shape = x.shape
-        y = self.decode(self._code(x.reshape(-1, shape[-1])))
-        return self.dropout(y.reshape(shape)), None
+        code = self._code(x.reshape(-1, shape[-1]))
+        if self.track_stats:  # l0: retrieved (head, slot) pairs with a non-zero activation
+            with torch.no_grad():
+                self.record(l0=(code.values != 0).sum(dim=(1, 2)).float().mean())
+        return self.dropout(self.decode(code).reshape(shape)), None
 
     def code(self, x: Tensor) -> WideCode:
         return self._code(x.reshape(-1, x.shape[-1]))
+
+
+# PEER over 128^2 single GELU neurons (the total width of MoE-X's 8 x 2048). Activated parameters (query
+# d h d_key, BatchNorm, sub-keys h n d_key, h k retrieved neurons of 2 d) match the dense MLP's 2 d D at
+# h = 32 heads x top-48 with d_key = 128 (4,202,496 vs 4,194,304 for chess); the PEER paper's own
+# setting (N = 1024^2, h = 8, k = 16) is `n_experts=1048576 moe_heads=8 moe_top_k=16`.
+register_mlp("peer", PEER, {"peer": dict(n_experts=128 * 128, moe_heads=32, moe_top_k=48, d_key=128,
+                                         expert_act="gelu")})

@@ -1,85 +1,56 @@
 """Parameter counts: total, and activated per token.
 
-Activated = the parameters a token's output is computed from: an MoE's router and its k selected
-experts; all of Monet (every half-expert is computed for every token, the gates only weight them);
-PEER's query network, its sub-keys (all are scored) and the h*k retrieved single-neuron experts.
+Activated = the parameters a token's output is computed from; each MLP kind counts its own
+(``MLPLayer.param_counts``): an MoE's router and its k selected experts; all of Monet (every half-expert
+is computed for every token, the gates only weight them); PEER's query network, its sub-keys (all are
+scored) and the h*k retrieved single-neuron experts.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch.nn as nn
-
-from .config import ModelConfig
+from .config import make_config
 from .gpt import GPT
-from .moe import MoE
-from .peer import PEER
-
-
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def mlp_params(mlp: nn.Module) -> tuple[int, int]:
-    """(total, activated) parameters of one MLP layer."""
-    total = _count(mlp)
-    if isinstance(mlp, MoE):
-        expert = mlp.w_enc.numel() + mlp.w_dec.numel()
-        active = total - expert + expert * mlp.top_k // mlp.n_experts
-        return total, active
-    if isinstance(mlp, PEER):
-        expert = mlp.u.numel() + mlp.v.numel()
-        retrieved = mlp.heads * mlp.top_k * (mlp.u.shape[1] + mlp.v.shape[1])
-        return total, total - expert + min(expert, retrieved)
-    return total, total
+from .layer import count_params
 
 
 def summarize(model: GPT) -> dict[str, Any]:
-    """Total and activated parameter counts and the per-layer layout, as a JSON-able dict."""
-    cfg: ModelConfig = model.cfg
+    """Total and activated parameter counts and the per-layer layout, as a JSON-able dict. Each MLP
+    layer reports its own counts and fields through the MLP-layer contract."""
+    cfg = model.cfg
     layers = []
     inactive = 0
     for i, block in enumerate(model.h):
-        t, a = mlp_params(block.mlp)
+        t, a = block.mlp.param_counts()
         inactive += t - a
-        entry: dict[str, Any] = {
+        layers.append({
             "layer": i,
-            "attn_params": _count(block.attn) + _count(block.ln_1) + _count(block.ln_2),
+            "attn_params": count_params(block.attn) + count_params(block.ln_1) + count_params(block.ln_2),
             "mlp": cfg.mlp,
             "mlp_params": t,
             "mlp_active_params": a,
             "code_width": cfg.code_width,
-        }
-        if isinstance(block.mlp, MoE):
-            entry.update(
-                n_experts=block.mlp.n_experts,
-                d_expert=block.mlp.d_expert,
-                top_k=block.mlp.top_k,
-                router=cfg.router,
-                router_params=_count(block.mlp.router),
-                expert_act=cfg.expert_act,
-            )
-        elif cfg.mlp in ("monet-hd", "monet-vd", "peer"):
-            entry.update(
-                n_experts=cfg.n_experts if cfg.mlp == "peer" else cfg.n_experts ** 2,
-                d_expert=1 if cfg.mlp == "peer" else cfg.expert_width,
-                heads=cfg.moe_heads,
-                top_k=cfg.moe_top_k,
-                router_params=_count(block.mlp.router) if cfg.mlp != "peer"
-                else _count(block.mlp.query) + block.mlp.keys.numel(),
-                expert_act=cfg.expert_act,
-            )
-        layers.append(entry)
-    total = _count(model)  # parameters() yields a tied weight once
+            **block.mlp.describe(),
+        })
+    total = count_params(model)  # parameters() yields a tied weight once
     return {
         "config": cfg.to_dict(),
         "total_params": total,
         "active_params": total - inactive,
-        "embedding_params": _count(model.wte) + _count(model.wpe)
-        + (0 if cfg.tie_embeddings else _count(model.lm_head)),
+        "embedding_params": count_params(model.wte) + count_params(model.wpe)
+        + (0 if cfg.tie_embeddings else count_params(model.lm_head)),
         "layers": layers,
     }
+
+
+def summarize_config(preset: str = "chess-8l", mlp: str | None = None, **settings: Any) -> dict[str, Any]:
+    """``summarize`` of the model ``make_config(preset, mlp, **settings)`` builds, without allocating it."""
+    import torch
+
+    with torch.device("meta"):
+        model = GPT(make_config(preset, mlp, **settings))
+    return summarize(model)
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -94,13 +65,6 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{'layer':>5} {'attn':>10} {'mlp':>8} {'mlp params':>12} {'mlp active':>12} {'code width':>10}  detail",
     ]
     for e in s["layers"]:
-        detail = ""
-        if "heads" in e:
-            detail = (f"{e['n_experts']:,} experts of width {e['d_expert']} ({e['expert_act']}), "
-                      f"{e['heads']} heads x top-{e['top_k']}, router/keys {e['router_params']:,} params")
-        elif "n_experts" in e:
-            detail = (f"{e['n_experts']} x {e['d_expert']} {e['expert_act']} experts, top-{e['top_k']}, "
-                      f"{e['router']} router ({e['router_params']} params)")
         lines.append(f"{e['layer']:>5} {e['attn_params']:>10,} {e['mlp']:>8} {e['mlp_params']:>12,} "
-                     f"{e['mlp_active_params']:>12,} {e['code_width']:>10,}  {detail}")
+                     f"{e['mlp_active_params']:>12,} {e['code_width']:>10,}  {e.get('detail', '')}".rstrip())
     return "\n".join(lines)

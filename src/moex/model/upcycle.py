@@ -18,8 +18,11 @@ from typing import Any
 
 import torch
 
-from .config import MLP_PRESETS, ConfigError, ModelConfig
+from ..config import ConfigError
+from .config import ModelConfig
 from .gpt import GPT
+from .layer import mlp_presets
+from .moe import MoE
 
 
 def upcycle(dense: GPT, mlp: str = "moex", seed: int = 0, **overrides: Any) -> GPT:
@@ -29,18 +32,20 @@ def upcycle(dense: GPT, mlp: str = "moex", seed: int = 0, **overrides: Any) -> G
         raise ConfigError(f"upcycling needs a gelu or relu dense model, not mlp={src.mlp!r}")
     if src.bias:
         raise ConfigError("upcycling a model with biases is not supported: experts have no biases")
-    if mlp not in MLP_PRESETS or MLP_PRESETS[mlp].get("mlp") != "moe":
-        moe_presets = [k for k, v in MLP_PRESETS.items() if v.get("mlp") == "moe"]
+    presets = mlp_presets()
+    if mlp not in presets or presets[mlp].get("mlp") != "moe":
+        moe_presets = [k for k, v in presets.items() if v.get("mlp") == "moe"]
         raise ConfigError(f"upcycle target {mlp!r} is not an MoE preset; choose from {', '.join(moe_presets)}")
     d = src.to_dict()
-    d.update(MLP_PRESETS[mlp])
+    d.update(presets[mlp])
     d.update(overrides)
     d["extra"] = {**src.extra, "upcycled_from_mlp": src.mlp, "upcycle_seed": seed}
-    cfg = ModelConfig.from_dict(d)
-    n_parts, rem = divmod(src.d_mlp, cfg.expert_width)
+    cfg = ModelConfig.from_dict(d, source=f"upcycle to {mlp!r}")
+    width = MoE.expert_width(cfg)
+    n_parts, rem = divmod(src.d_mlp, width)
     if rem or n_parts < 1:
         raise ConfigError(
-            f"dense width {src.d_mlp} is not a multiple of the expert width {cfg.expert_width}"
+            f"dense width {src.d_mlp} is not a multiple of the expert width {width}"
         )
 
     moe = GPT(cfg).to(next(dense.parameters()).device)
@@ -60,7 +65,7 @@ def upcycle(dense: GPT, mlp: str = "moex", seed: int = 0, **overrides: Any) -> G
                 part = j % n_parts
                 if part == 0:
                     perm = torch.randperm(src.d_mlp, generator=gen).to(w_fc.device)
-                units = perm[part * cfg.expert_width : (part + 1) * cfg.expert_width]
+                units = perm[part * width : (part + 1) * width]
                 m.w_enc[j].copy_(w_fc[units].T)
                 m.w_dec[j].copy_(n_parts * w_proj[:, units].T)
     return moe

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from ...errors import MoexError
 
-from ...io import atomic_write, write_json
+from ...artifacts import atomic_write, write_json
 from .importer import read_games
 from .vocab import CHARS, encode
 

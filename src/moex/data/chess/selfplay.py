@@ -14,32 +14,57 @@ limit per move instead (closer to the reference, not reproducible).
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.util
 import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import chess
 import chess.engine
 from tqdm import tqdm
 
-from .transcript import moves_to_transcript, transcript_sans
+from ...config import Config, ConfigError
+from .importer import open_text
+from .transcript import TranscriptError, moves_to_transcript, transcript_sans
 
 LEVELS = list(range(-2, 21))
 LEVEL_WEIGHTS = [0.93**level for level in LEVELS]
 
 
 @dataclass
-class SelfPlayConfig:
-    engine: str = "stockfish"  # or "random"
+class SelfPlayConfig(Config):
+    label: ClassVar[str] = "self-play"
+
+    engine: str = "auto"  # stockfish | random | auto (Stockfish when installed, else random)
     nodes: int = 2000  # per White move (Black: scaled by level)
     movetime: float = 0.01  # exact_recipe only
     max_plies: int = 400
     opening_fraction: float = 0.3
     exact_recipe: bool = False
     stockfish_path: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.validate()
+
+    def validate(self) -> None:
+        if self.engine not in ("auto", "stockfish", "random"):
+            raise ConfigError(f"engine={self.engine!r} must be auto, stockfish or random")
+        if self.nodes < 1 or self.max_plies < 1 or not 0 <= self.opening_fraction <= 1:
+            raise ConfigError("nodes and max_plies must be positive and opening_fraction in 0..1")
+
+    def resolved(self) -> "SelfPlayConfig":
+        """``engine=auto`` made concrete: Stockfish when it is installed, else the random player (said)."""
+        if self.engine != "auto":
+            return self
+        if find_stockfish(self.stockfish_path):
+            return dataclasses.replace(self, engine="stockfish")
+        print("Stockfish not found (apt-get install stockfish): using the pure-Python random player")
+        return dataclasses.replace(self, engine="random")
 
 
 def find_stockfish(path: str | None = None) -> str | None:
@@ -64,6 +89,23 @@ def random_move(board: chess.Board, rng: random.Random) -> chess.Move:
 
 def black_level(rng: random.Random) -> int:
     return 20 if rng.random() < 0.15 else rng.choices(LEVELS, weights=LEVEL_WEIGHTS, k=1)[0]
+
+
+def read_openings(path: str | Path) -> list[str]:
+    """Opening lines, one transcript a line (a header line ``opening`` is skipped); each line is checked."""
+    with open_text(path) as f:
+        lines = [ln.strip() for ln in f]
+    start = 1 if lines and lines[0] == "opening" else 0
+    out = []
+    for n, line in enumerate(lines[start:], start=start + 1):
+        if not line:
+            continue
+        try:
+            opening_moves(line)
+        except (ValueError, TranscriptError) as e:
+            raise ConfigError(f"{path}:{n}: not a legal opening line ({e})") from None
+        out.append(line)
+    return out
 
 
 def opening_moves(line: str) -> list[chess.Move]:
@@ -152,6 +194,7 @@ def generate_games(
     openings: list[str] | None = None, progress: bool = True,
 ) -> Path:
     """Play ``n_games`` and write them, in index order, to ``out_dir/games.txt``."""
+    cfg = cfg.resolved()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     openings = openings or []

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ...io import write_json
+from ...artifacts import write_json
 from ..loader import DataError
 from .tokenizer import EOT, VOCAB_SIZE, encode
 

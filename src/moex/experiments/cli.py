@@ -1,0 +1,57 @@
+"""``moex experiment chess`` and ``moex demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cliutil import add_settings, settings_of
+
+
+def cmd_experiment_chess(args: argparse.Namespace) -> None:
+    from .chess import run_chess_experiment
+
+    run_chess_experiment(args.out, scale=args.scale, seed=args.seed, engine=args.engine, device=args.device,
+                         workers=args.workers, games_dir=args.games, only=args.only, fresh=args.fresh,
+                         settings=settings_of(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .chess import run_demo
+
+    run_demo(args.out, seed=args.seed, engine=args.engine, device=args.device, workers=args.workers,
+             **settings_of(args))
+
+
+def run_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--engine", choices=["auto", "stockfish", "random"], default="auto",
+                   help="self-play engine (auto: Stockfish when installed)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--workers", type=int, default=0, help="self-play processes (default: all CPUs)")
+
+
+SCALE_KEYS = ("scale keys: preset, games, eval_games, nodes, steps, up_steps, batch_size, sae_steps, sae_width, "
+              "train (a JSON object of train keys), overrides (per MLP preset), rows")
+
+
+def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
+    from .chess import SCALES
+
+    p = sub.add_parser("experiment", help="reproduce the papers' experiments")
+    esub = p.add_subparsers(dest="experiment_cmd", required=True)
+    s = esub.add_parser("chess", help="Tables 1, 3, 4 + SAE row + router analysis on chess")
+    s.add_argument("--scale", choices=list(SCALES), default="tiny")
+    s.add_argument("--out", required=True)
+    s.add_argument("--games", help="use this directory's games.txt (moex data chess import) for training")
+    s.add_argument("--only", nargs="+", help="rows to run now (others are kept or left for later)")
+    s.add_argument("--fresh", action="store_true", help="re-score every row (trained runs are kept)")
+    run_options(s)
+    add_settings(s, SCALE_KEYS)
+    s.set_defaults(func=cmd_experiment_chess)
+
+    p = sub.add_parser("demo", help="small end-to-end run: data, dense GELU, Switch and MoE-X upcycled from it, "
+                                    "Table-1-style comparison (the experiment's 'demo' scale)")
+    p.add_argument("--out", default="moex-demo")
+    run_options(p)
+    add_settings(p, SCALE_KEYS + " (e.g. steps=300 games=2000)")
+    p.set_defaults(func=cmd_demo)

@@ -1,0 +1,49 @@
+"""``moex train`` and ``moex upcycle``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cliutil import add_settings, settings_of
+from ..model.config import BACKBONES
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .trainer import run_training
+
+    settings = settings_of(args, sections=("model", "train"))
+    if args.data:
+        settings["data"] = args.data
+    out, result = run_training(args.out, args.preset, args.mlp, settings, resume=args.resume)
+    shown = {k: v for k, v in result.items() if k in ("step", "train_loss", "val_loss", "tokens_per_s", "mfu")}
+    print(f"{out}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+
+
+def cmd_upcycle(args: argparse.Namespace) -> None:
+    from .trainer import upcycle_run
+
+    out = upcycle_run(args.source, args.out, mlp=args.mlp, seed=args.seed,
+                      settings=settings_of(args, sections=("model", "train")))
+    print(f"upcycled {args.source} -> {out} (mlp preset {args.mlp}); "
+          f"continue with: moex train --resume {out} [max_steps=N ...]")
+
+
+def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    from ..model.layer import mlp_presets
+
+    p = sub.add_parser("train", help="train a model (new run, or --resume RUN_DIR)")
+    p.add_argument("--preset", help=f"backbone: {', '.join(BACKBONES)} (default chess-8l)")
+    p.add_argument("--mlp", help=f"MLP preset: {', '.join(mlp_presets())}")
+    p.add_argument("--data", help="data directory (meta.json + train.bin/val.bin)")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
+    add_settings(p, "model or train keys; a file may group them under 'model' and 'train'")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("upcycle", help="an MoE run initialised from a trained dense run")
+    p.add_argument("--from", dest="source", required=True, help="dense run directory")
+    p.add_argument("--mlp", "--preset", dest="mlp", default="moex", help="MoE preset: moex, switch, ...")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the expert partition")
+    add_settings(p, "model keys of the MoE, train keys of the continued run")
+    p.set_defaults(func=cmd_upcycle)
