@@ -8,6 +8,7 @@ import chess.pgn
 import numpy as np
 import pytest
 import torch
+from conftest import CHESS_DIR, shared_pgns
 
 from moex.cli import main
 from moex.data.chess import CHARS, VocabError, decode, encode
@@ -17,8 +18,6 @@ from moex.data.chess.labels import board_labels, eval_positions
 from moex.data.chess.selfplay import SelfPlayConfig, find_stockfish, generate_games
 from moex.data.chess.transcript import replay
 from moex.data.loader import BlockData, DataError
-
-from conftest import CHESS_DIR, shared_pgns
 
 
 def test_vocab_matches_reference_order():

@@ -8,10 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from moex.cli import main
-from moex.model import load_model
-from moex import ConfigError
-from moex.model import make_config, summarize_config
+from moex import ConfigError, run_training
+from moex.config import parse_overrides
+from moex.model import load_model, make_config, summarize_config
 from moex.model.mlp import relu2
 from moex.model.monet import MonetMLP
 from moex.model.peer import PEER, product_key_topk
@@ -203,13 +202,14 @@ def test_config_errors_for_fine_grained():
                                        ("peer", ["n_experts=4096", "moe_heads=8", "moe_top_k=16", "d_key=32"])])
 def test_short_cpu_training_loss_falls(kind, over, chess_blocks_dir, tmp_path):
     out = tmp_path / kind
-    args = ["train", "--preset", "tiny", "--mlp", kind, "--data", str(chess_blocks_dir), "--out", str(out),
-            "n_layer=2", "max_steps=40", "batch_size=8", "eval_interval=40", "eval_batches=2",
-            "log_interval=5", "warmup_steps=5", "lr=1e-3", *over]
-    assert main(args) == 0
+    settings = parse_overrides(["n_layer=2", "max_steps=40", "batch_size=8", "eval_interval=40", "eval_batches=2",
+                                "log_interval=5", "warmup_steps=5", "lr=1e-3", *over])
+    run_training(out, "tiny", kind, {**settings, "data": str(chess_blocks_dir)}, progress=False)
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     train = [r["train_loss"] for r in rows if "train_loss" in r]
-    print(kind, train)
+    print(kind, train, {k: v for k, v in rows[-1].items() if k.startswith("l1_")})
+    # every layer logs its own statistics (Monet: l0 of its code and the routing entropy)
+    assert rows[-1]["l1_l0"] > 0 and ("l1_entropy" in rows[-1]) == kind.startswith("monet")
     assert train[-1] < train[0] - 0.5
     assert train[-1] < math.log(32)
     assert load_model(out).cfg.mlp == kind

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from moex.cli import main
 from moex import ConfigError
+from moex.cli import main
 from moex.model import GPT, MoE, load_balance_loss, make_config, summarize_config
 from moex.model.mlp import DenseMLP, GegluMLP, solu, topk_activation
 from moex.model.moe import SparsityRouter

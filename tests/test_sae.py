@@ -5,9 +5,8 @@ import json
 import torch
 
 from moex.cli import main
-
-from moex.model import GPT, make_config
 from moex.interp.sae import SAE, SAEConfig
+from moex.model import GPT, make_config
 
 
 def test_topk_sae_shapes_and_sparsity():

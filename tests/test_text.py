@@ -8,15 +8,15 @@ import pytest
 import regex
 import torch
 import torch.nn.functional as F
-
 from conftest import TEXT_DIR
+
+from moex import run_training
 from moex.cli import main
 from moex.data.loader import BlockData
 from moex.data.text.build import build_text
 from moex.data.text.tokenizer import EOT, GPT2_PATTERN, TokenizerError, decode, encode, load_ranks, ranks_path
-from moex.eval.ppl import lambada, sliding_window_nll, windows
-from moex.model import load_model
-from moex.model import GPT, make_config
+from moex.eval.ppl import evaluate_checkpoints, format_table, lambada, sliding_window_nll, windows, write_results
+from moex.model import GPT, load_model, make_config
 
 SAMPLES = [
     "Hello world",
@@ -177,11 +177,11 @@ def shakespeare_run(tmp_path_factory):
     if not (TEXT_DIR / "tiny-shakespeare.txt").exists():
         pytest.skip("../shared/data/text not present")
     root = tmp_path_factory.mktemp("text")
-    assert main(["data", "text", "build", str(TEXT_DIR / "tiny-shakespeare.txt"), "--out", str(root / "data"),
-                 "--block", "65", "--val-fraction", "0.05", "--workers", "1"]) == 0
-    assert main(["train", "--preset", "tiny-lm", "--data", str(root / "data"), "--out", str(root / "run"),
-                 "n_layer=2", "ctx=64", "max_steps=60", "batch_size=8", "eval_interval=30", "eval_batches=4",
-                 "log_interval=10", "warmup_steps=5", "lr=3e-3"]) == 0
+    build_text([str(TEXT_DIR / "tiny-shakespeare.txt")], root / "data", block=65, val_fraction=0.05, workers=1,
+               progress=False)
+    run_training(root / "run", "tiny-lm", settings=dict(
+        data=str(root / "data"), n_layer=2, ctx=64, max_steps=60, batch_size=8, eval_interval=30, eval_batches=4,
+        log_interval=10, warmup_steps=5, lr=3e-3), progress=False)
     return root
 
 
@@ -195,12 +195,11 @@ def test_text_training_loss_falls_and_ppl_on_wikitext(shakespeare_run, tmp_path,
     held_out = tmp_path / "shakespeare-tail.txt"  # the end of the stream: in the validation split
     held_out.write_text((TEXT_DIR / "tiny-shakespeare.txt").read_text()[-4000:])
     out = tmp_path / "ppl.json"
-    assert main(["eval", "ppl", "--checkpoint", str(shakespeare_run / "run"), "--data", str(head),
-                 str(held_out), "--stride", "32", "--out", str(out)]) == 0
-    table = capsys.readouterr().out
+    rows = evaluate_checkpoints([shakespeare_run / "run"], [str(head), str(held_out)], stride=32, device="cpu")
+    write_results(rows, out)
     wiki, shakes = json.loads(out.read_text())["results"]
-    print(table)
-    assert "| checkpoint |" in table and out.with_suffix(".md").exists()
+    print(format_table(rows))
+    assert "| checkpoint |" in out.with_suffix(".md").read_text()
     assert wiki["n_tokens"] == len(encode(head.read_text())) and math.isfinite(wiki["ppl"])
     # in-domain text: the perplexity agrees with the training run's validation loss
     assert 0.7 < shakes["ppl"] / math.exp(val[-1]) < 1.3

@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from moex import ConfigError, MoexError, run_training, train, upcycle_run
 from moex.cli import main
 from moex.data.loader import BlockData
-from moex.model import load_model
-from moex.model import upcycle
+from moex.model import load_model, upcycle
 from moex.training.config import TrainConfig
 from moex.training.trainer import lr_at
 
@@ -32,8 +32,7 @@ def run_cli(*args, env=None, **kw):
 @pytest.fixture(scope="session")
 def dense_run(chess_blocks_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "dense"
-    assert main(["train", "--preset", "tiny", "--data", str(chess_blocks_dir), "--out", str(out),
-                 "max_steps=200"]) == 0
+    run_training(out, "tiny", settings={"data": str(chess_blocks_dir), "max_steps": 200}, progress=False)
     return out
 
 
@@ -76,10 +75,16 @@ def test_upcycled_loss_at_step_zero(dense_run, chess_blocks_dir):
     assert moex < ref * 1.35 < math.log(32)
 
 
-def test_upcycle_cli_then_resume_training(dense_run, tmp_path):
+def test_upcycle_then_resume_training(dense_run, tmp_path):
     out = tmp_path / "moex"
-    assert main(["upcycle", "--from", str(dense_run), "--mlp", "moex", "--out", str(out)]) == 0
-    assert main(["train", "--resume", str(out), "max_steps=3", "eval_interval=3", "warmup_steps=1"]) == 0
+    upcycle_run(dense_run, out, "moex")
+    with pytest.raises(MoexError, match="already holds checkpoints"):
+        train(dense_run, resume=False, mcfg=load_model(dense_run).cfg, tcfg=TrainConfig(data="x"))
+    _, last = run_training(resume=out, settings={"max_steps": 3, "eval_interval": 3, "warmup_steps": 1},
+                           progress=False)
+    assert last["step"] == 3
+    with pytest.raises(ConfigError, match="model settings \\(d_model\\) cannot change"):
+        run_training(resume=out, settings={"d_model": 64})
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert rows[-1]["step"] == 3 and "l0_l0" in rows[-1] and len(rows[-1]["l0_load"]) == 8
     assert load_model(out).cfg.extra["upcycled_from_mlp"] == "gelu"

@@ -28,7 +28,8 @@ _EXPORTS = {
     "board_labels": "moex.data.chess.labels", "build_text": "moex.data.text.build",
     # training
     "TrainConfig": "moex.training.config", "Trainer": "moex.training.trainer", "train": "moex.training.trainer",
-    "run_training": "moex.training.trainer", "upcycle_run": "moex.training.trainer", "start_run": "moex.training.checkpoint",
+    "run_training": "moex.training.trainer", "upcycle_run": "moex.training.trainer",
+    "start_run": "moex.training.checkpoint",
     # interpretability
     "Site": "moex.interp.sites", "site_for": "moex.interp.sites", "register_site": "moex.interp.sites",
     "collect": "moex.interp.sites", "default_layer": "moex.interp.sites", "collect_chess": "moex.interp.collect",

@@ -181,4 +181,3 @@ def format_table(rows: list[dict]) -> str:
 def write_results(rows: list[dict], path: str | Path) -> None:
     write_json(Path(path), {"results": rows})
     Path(path).with_suffix(".md").write_text(format_table(rows) + "\n")
-

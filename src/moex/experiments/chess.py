@@ -403,5 +403,3 @@ def report(out: Path, sc: Scale, scale: str, seed: int, dev: str, n_eval: int, b
     for name, text in format_tables(results).items():
         print(text)
     return results
-
-

@@ -18,8 +18,16 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..artifacts import CFG_JSON, SAE_WEIGHTS, ArtifactError, load_safetensors, read_cfg, save_safetensors, \
-    write_cfg, write_json
+from ..artifacts import (
+    CFG_JSON,
+    SAE_WEIGHTS,
+    ArtifactError,
+    load_safetensors,
+    read_cfg,
+    save_safetensors,
+    write_cfg,
+    write_json,
+)
 from ..config import Config, ConfigError
 from ..data.loader import BlockData
 from ..errors import MoexError
@@ -118,7 +126,8 @@ class SAE(nn.Module):
     def save(self, out_dir: str | Path) -> None:
         """``cfg.json`` + ``sae.safetensors`` (SAELens layout), each written atomically."""
         out_dir = Path(out_dir)
-        save_safetensors(out_dir / SAE_WEIGHTS, {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()})
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_safetensors(out_dir / SAE_WEIGHTS, state)
         write_cfg(out_dir / CFG_JSON, self.cfg.to_dict())
 
     @classmethod

@@ -90,8 +90,6 @@ def register_site(kind: str, factory: SiteFactory) -> None:
     _SITES[kind] = factory
 
 
-
-
 def default_layer(model: GPT) -> int:
     """The paper's evaluated layer: 6 of 8 (0-based, Karvonen's model.transformer.h[6]); 3/4 depth in general."""
     return int(model.cfg.n_layer * 0.75)

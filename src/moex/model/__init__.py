@@ -4,12 +4,12 @@ Importing this package registers the built-in MLP kinds (``mlp``, ``moe``, ``mon
 """
 
 from .config import BACKBONES, ModelConfig, make_config
+from .gpt import GPT, GPTOutput
 from .layer import MLPKind, MLPLayer, WideCode, build_mlp, mlp_kind, mlp_kinds, mlp_presets, register_mlp
 from .mlp import DenseMLP, GegluMLP
 from .moe import MoE, load_balance_loss
 from .monet import MonetMLP
 from .peer import PEER
-from .gpt import GPT, GPTOutput
 from .summary import format_summary, summarize, summarize_config
 from .upcycle import upcycle
 

@@ -94,6 +94,7 @@ BACKBONES: dict[str, dict[str, Any]] = {
     "tiny-lm": dict(vocab_size=50257, n_layer=4, n_head=4, d_model=128, ctx=255, d_mlp=1024, topk_k=64),
 }
 
+
 def make_config(preset: str = "chess-8l", mlp: str | None = None, **overrides: Any) -> ModelConfig:
     """Backbone preset + MLP preset (or kind) + overrides -> a validated ``ModelConfig``."""
     if preset not in BACKBONES:

@@ -7,7 +7,6 @@ W_out, so ``decode(code(x)) == forward(x)``.
 from __future__ import annotations
 
 import torch
-
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor

@@ -18,8 +18,16 @@ from typing import Any
 
 import torch
 
-from ..artifacts import CFG_JSON, MODEL_WEIGHTS, TRAIN_JSON, TRAIN_STATE, ArtifactError, atomic_write, read_json, \
-    write_json
+from ..artifacts import (
+    CFG_JSON,
+    MODEL_WEIGHTS,
+    TRAIN_JSON,
+    TRAIN_STATE,
+    ArtifactError,
+    atomic_write,
+    read_json,
+    write_json,
+)
 from ..errors import MoexError
 from ..model.gpt import GPT
 from .config import TrainConfig

@@ -58,6 +58,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 TRAIN_PRESETS["tiny-lm"] = TRAIN_PRESETS["tiny"]
 
+
 def build_configs(preset: str, mlp: str | None, settings: dict[str, Any],
                   source: str = "settings") -> tuple[ModelConfig, TrainConfig]:
     """Backbone preset + MLP preset + settings (each key a model or a train key) -> both configs."""

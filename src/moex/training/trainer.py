@@ -31,8 +31,14 @@ from ..model.config import ModelConfig
 from ..model.gpt import GPT
 from ..model.summary import summarize
 from ..model.upcycle import upcycle
-from .checkpoint import latest_checkpoint, load_train_state, read_train_config, save_checkpoint, start_run, \
-    write_train_config
+from .checkpoint import (
+    latest_checkpoint,
+    load_train_state,
+    read_train_config,
+    save_checkpoint,
+    start_run,
+    write_train_config,
+)
 from .config import TrainConfig, build_configs
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A40": 150e12, "L40": 181e12}

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from ...errors import MoexError
 
 from ...artifacts import atomic_write, write_json
+from ...errors import MoexError
 from .importer import read_games
 from .vocab import CHARS, encode
 

@@ -10,8 +10,8 @@ import csv
 import gzip
 import io
 import json
-import re
 import multiprocessing
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

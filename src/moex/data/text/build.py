@@ -25,6 +25,7 @@ from ...artifacts import write_json
 from ..loader import DataError
 from .tokenizer import EOT, VOCAB_SIZE, encode
 
+
 @dataclass
 class Document:
     source: str  # file:line or dataset:index, for error messages
@@ -229,4 +230,3 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
     }
     write_json(out / "meta.json", meta)
     return meta
-
