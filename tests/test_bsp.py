@@ -55,7 +55,7 @@ def test_constant_and_random_features_score_near_zero():
 def slow_metrics(F, L, train, fmax, min_precision=0.95, min_tp=10):
     P, n = F.shape
     G = L.shape[1]
-    cov, rec = [], []
+    cov, rec, per_bsp, per_board = [], [], [], []
     for t in THRESHOLDS:
         best = [0.0] * G
         hp = [[False] * G for _ in range(n)]
@@ -69,18 +69,27 @@ def slow_metrics(F, L, train, fmax, min_precision=0.95, min_tp=10):
                 best[g] = max(best[g], 2 * prec * recall / (prec + recall + 1e-8))
                 hp[f][g] = prec >= min_precision and tp >= min_tp
         cov.append(sum(best) / G)
+        per_bsp.append(best)
         TP = FP = FN = 0
+        boards = []
         for p in range(P):
             if train[p]:
                 continue
+            btp = bfp = bfn = 0
             for g in range(G):
                 pred = any(hp[f][g] and F[p, f] > t * fmax[f] for f in range(n))
-                TP += pred and L[p, g]
-                FP += pred and not L[p, g]
-                FN += (not pred) and L[p, g]
+                btp += pred and L[p, g]
+                bfp += pred and not L[p, g]
+                bfn += (not pred) and L[p, g]
+            TP, FP, FN = TP + btp, FP + bfp, FN + bfn
+            bp, br = btp / (btp + bfp + 1e-8), btp / (btp + bfn + 1e-8)
+            boards.append(2 * bp * br / (bp + br + 1e-8))
         prec, recall = TP / (TP + FP + 1e-8), TP / (TP + FN + 1e-8)
         rec.append(2 * prec * recall / (prec + recall + 1e-8))
-    return cov, rec
+        per_board.append(sum(boards) / len(boards))
+    # B.2: a threshold per BSP; B.3: the mean of the per-board F1
+    coverage_per_bsp = sum(max(per_bsp[ti][g] for ti in range(len(THRESHOLDS))) for g in range(G)) / G
+    return cov, rec, coverage_per_bsp, per_board
 
 
 def test_agrees_with_loop_implementation():
@@ -92,11 +101,57 @@ def test_agrees_with_loop_implementation():
     F[:, 1] = 0.0  # a dead feature
     train = rng.random(P) < 0.5
     fmax = F.max(0) * 1.1
-    cov, rec = slow_metrics(F, L, train, fmax, min_tp=3)
+    cov, rec, cov_bsp, per_board = slow_metrics(F, L, train, fmax, min_tp=3)
     r = bsp_metrics(F, L, train, f_max=fmax, chunk=3, min_tp=3)
     assert r.coverage_by_threshold == pytest.approx(cov, abs=1e-6)
     assert r.reconstruction_by_threshold == pytest.approx(rec, abs=1e-6)
+    assert r.coverage_per_bsp == pytest.approx(cov_bsp, abs=1e-6) and r.coverage_per_bsp >= r.coverage - 1e-9
+    assert r.reconstruction_per_board_by_threshold == pytest.approx(per_board, abs=1e-6)
+    assert r.reconstruction_per_board == pytest.approx(max(per_board), abs=1e-6)
     assert r.coverage == pytest.approx(max(cov), abs=1e-6) and r.alive_features == n - 1
+
+
+def test_per_bsp_threshold_coverage_on_features_perfect_at_different_thresholds():
+    """Feature 0 is BSP 0's indicator only at t <= 0.3; feature 1 is BSP 1's only at t in 0.6..0.8.
+    A shared threshold cannot have both; one threshold per BSP (appendix B.2) can."""
+    P = 200
+    lab = np.zeros((P, 2), dtype=bool)
+    lab[::4, 0] = True
+    lab[1::4, 1] = True
+    f = np.zeros((P, 2), dtype=np.float32)
+    f[:, 0] = np.where(lab[:, 0], 0.35, 0.0)  # on (f > t * 1) exactly on BSP 0 for t <= 0.3, never above
+    f[:, 1] = np.where(lab[:, 1], 0.85, np.where(lab[:, 0], 0.55, 0.0))  # BSP 1 alone only for t in 0.6..0.8
+    fmax = np.ones(2, dtype=np.float32)
+    r = bsp_metrics(f, lab, half(P), f_max=fmax)
+    # brute force: per t, the best F1 of each BSP over both features
+    best = np.zeros((len(THRESHOLDS), 2))
+    for ti, t in enumerate(THRESHOLDS):
+        for g in range(2):
+            for j in range(2):
+                on = f[: P // 2, j] > t * fmax[j]
+                tp = (on & lab[: P // 2, g]).sum()
+                prec, rec = tp / (on.sum() + 1e-8), tp / (lab[: P // 2, g].sum() + 1e-8)
+                best[ti, g] = max(best[ti, g], 2 * prec * rec / (prec + rec + 1e-8))
+    assert best[:, 0].max() == pytest.approx(1.0, abs=1e-6) and best[:, 1].max() == pytest.approx(1.0, abs=1e-6)
+    assert r.coverage_per_bsp == pytest.approx(1.0, abs=1e-6)  # B.2: each BSP at its own threshold
+    assert r.coverage == pytest.approx(best.mean(1).max(), abs=1e-6) and r.coverage < 0.9  # shared threshold
+
+
+def test_per_board_reconstruction_on_boards_with_known_f1():
+    """Test boards with known predicted and true sets: the per-board mean (B.3) against the pooled F1."""
+    G, reps = 4, 30
+    train_lab = np.zeros((4 * reps, G), dtype=bool)
+    for g in range(G):
+        train_lab[g * reps:(g + 1) * reps, g] = True  # feature g is BSP g's perfect classifier on train
+    test_lab = np.array([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)
+    test_on = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]], dtype=bool)
+    # per-board F1: 1; 2*(1/2*1)/(1/2+1) = 2/3; 0 (nothing predicted); 2*(1/2*1)/(1/2+1) = 2/3
+    lab = np.concatenate([train_lab, test_lab])
+    feats = np.concatenate([train_lab, test_on]).astype(np.float32)
+    r = bsp_metrics(feats, lab, np.arange(len(lab)) < len(train_lab))
+    assert r.reconstruction_per_board == pytest.approx((1 + 2 / 3 + 0 + 2 / 3) / 4, abs=1e-6)
+    tp, fp, fn = 2 + 1 + 0 + 1, 0 + 1 + 0 + 1, 0 + 0 + 2 + 0  # pooled over boards (Karvonen's code)
+    assert r.reconstruction == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-6)
 
 
 def test_state_onehot():
@@ -113,8 +168,12 @@ def test_score_chess_equals_scoring_the_collected_features(chess_games_dir, tmp_
     model = GPT(make_config("tiny", "moex", n_layer=2))
     games = read_games(chess_games_dir / "games.txt")[:40]
     ra = score_chess(model, games, layer=1)
-    acts = collect_chess(model, games, layer=1)
+    acts = collect_chess(model, games, layer=1, fmax_games=20)  # f_max over the 20 train games (the default)
     rb = score_features(games, acts.features, acts.f_max)
+    assert ra["fmax_split"] == "train" and ra["definitions"]["coverage_per_bsp"].startswith("MoE-X appendix B.2")
+    all_games = score_chess(model, games, layer=1, fmax_split="all")
+    acts_all = collect_chess(model, games, layer=1)
+    assert all_games["pieces"] == score_features(games, acts_all.features, acts_all.f_max)["pieces"]
     assert ra["pieces"] == rb["pieces"] and ra["piece_state"] == rb["piece_state"]
     assert ra["pieces"]["n_features"] == 8 * 512 and ra["layer"] == 1 and ra["site"] == "mlp"
     n_pos = len(board_labels(games).game)

@@ -161,3 +161,27 @@ def test_checkpoint_of_another_model_kind(dense_run, chess_blocks_dir, tmp_path,
     (bad / "train.json").write_text(json.dumps({"data": str(chess_blocks_dir), "max_steps": 1}))
     assert main(["train", "--resume", str(bad)]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+def test_chess_evaluation_during_training(chess_blocks_dir, chess_games_dir, tmp_path):
+    from moex import GPT, make_config, read_games, score_chess
+
+    games = read_games(chess_games_dir / "games.txt")[-20:]
+    (tmp_path / "eval.txt").write_text("\n".join(games) + "\n")
+    run = tmp_path / "run"
+    tcfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=100, eval_batches=1,
+                       log_interval=100, ckpt_interval=100, data=str(chess_blocks_dir), device="cpu",
+                       eval_chess_every=2, eval_chess_games=str(tmp_path / "eval.txt"), eval_chess_n_games=20,
+                       eval_chess_layer=1)
+    train(run, make_config("tiny", "moex", n_layer=2), tcfg, progress=False)
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    chess = [r for r in rows if "chess_coverage" in r]
+    assert [r["step"] for r in chess] == [2, 4]  # two evaluations logged, each in its own row
+    assert "chess_reconstruction_per_board" in (run / "metrics.csv").read_text().splitlines()[0]
+    for r in chess:
+        assert 0 <= r["chess_coverage"] <= r["chess_coverage_per_bsp"] <= 1 and 0 <= r["chess_reconstruction"] <= 1
+    final = score_chess(GPT.from_pretrained(run), games, layer=1)  # the same numbers from the saved model
+    assert chess[-1]["chess_coverage"] == pytest.approx(final["coverage"], abs=1e-6)
+    assert chess[-1]["chess_reconstruction"] == pytest.approx(final["reconstruction"], abs=1e-6)
+    with pytest.raises(ConfigError, match="eval_chess_games"):
+        TrainConfig(eval_chess_every=2)

@@ -18,12 +18,14 @@ def cmd_chess(args: argparse.Namespace) -> None:
     model = GPT.from_pretrained(args.checkpoint)
     games = read_games(args.games)[: args.n_games or None]
     site = f"sae:{args.sae}" if args.sae else args.site
-    res = score_chess(model, games, args.layer, site, args.train_fraction, device=args.device)
+    res = score_chess(model, games, args.layer, site, args.train_fraction, device=args.device,
+                      fmax_split=args.fmax_split)
     res.update(checkpoint=str(args.checkpoint), sae=str(args.sae) if args.sae else None)
     write_json(args.out, res)
-    print(f"layer {res['layer']} {res['site']}: coverage {res['coverage']:.4f}, reconstruction "
-          f"{res['reconstruction']:.4f}, alive {res['alive']}/{res['features']}, mean l0 {res['mean_l0']:.1f} "
-          f"-> {args.out}")
+    print(f"layer {res['layer']} {res['site']}: coverage {res['coverage']:.4f} (per-BSP threshold "
+          f"{res['coverage_per_bsp']:.4f}), reconstruction {res['reconstruction']:.4f} (per-board mean "
+          f"{res['reconstruction_per_board']:.4f}), alive {res['alive']}/{res['features']}, mean l0 "
+          f"{res['mean_l0']:.1f} -> {args.out}")
 
 
 def cmd_chess_features(args: argparse.Namespace) -> None:
@@ -31,8 +33,10 @@ def cmd_chess_features(args: argparse.Namespace) -> None:
     from ..model.gpt import GPT
     from .collect import collect_chess
 
-    acts = collect_chess(GPT.from_pretrained(args.checkpoint), read_games(args.games)[: args.n_games or None],
-                         args.layer, args.site, device=args.device)
+    games = read_games(args.games)[: args.n_games or None]
+    n_fmax = int(round(len(games) * args.train_fraction)) if args.fmax_split == "train" else None
+    acts = collect_chess(GPT.from_pretrained(args.checkpoint), games, args.layer, args.site, device=args.device,
+                         fmax_games=n_fmax)
     np.save(args.out, acts.features)
     np.save(str(args.out).removesuffix(".npy") + ".fmax.npy", acts.f_max)
     print(f"{acts.features.shape[0]} positions x {acts.features.shape[1]} features -> {args.out} "
@@ -90,10 +94,12 @@ def add_interp_commands(sub: argparse._SubParsersAction) -> None:
         s.add_argument("--site", default="mlp", help="mlp (the MLP's wide code), resid, or sae:DIR")
         s.add_argument("--n-games", type=int, default=0, help="use the first N games (0: all)")
         s.add_argument("--device", default="cpu")
+        s.add_argument("--train-fraction", type=float, default=0.5, help="leading share of games that label features")
+        s.add_argument("--fmax-split", choices=["train", "all"], default="train",
+                       help="games f_max is taken over (default: the train games)")
 
     s = isub.add_parser("chess", help="BSP coverage and reconstruction of a checkpoint's layer")
     site_args(s)
-    s.add_argument("--train-fraction", type=float, default=0.5)
     s.add_argument("--sae", help="score this SAE's latents (moex sae train); the same as --site sae:DIR")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_chess)

@@ -34,6 +34,11 @@ class TrainConfig(Config):
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
     data: str = ""  # data directory (meta.json + train.bin/val.bin)
+    # chess interpretability during training (BSP coverage / reconstruction on held-out games)
+    eval_chess_every: int = 0  # 0: off
+    eval_chess_games: str = ""  # games.txt of held-out games
+    eval_chess_n_games: int = 100  # the first N games: half label features, half are scored
+    eval_chess_layer: int = -1  # -1: 3/4 of the depth
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -45,6 +50,10 @@ class TrainConfig(Config):
         for key in ("max_steps", "eval_interval", "log_interval", "ckpt_interval"):
             if getattr(self, key) < (0 if key == "max_steps" else 1):
                 raise ConfigError(f"{key}={getattr(self, key)} must be positive")
+        if self.eval_chess_every < 0 or (self.eval_chess_every and not self.eval_chess_games):
+            raise ConfigError("eval_chess_every needs eval_chess_games (a games.txt of held-out games)")
+        if self.eval_chess_n_games < 2:
+            raise ConfigError(f"eval_chess_n_games={self.eval_chess_n_games} must be at least 2")
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError(f"batch_size={self.batch_size} and grad_accum={self.grad_accum} must be at least 1")
 

@@ -40,6 +40,7 @@ from .checkpoint import (
     write_train_config,
 )
 from .config import TrainConfig, build_configs
+from .evaluators import Evaluator, evaluators_for
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A40": 150e12, "L40": 181e12}
 
@@ -175,8 +176,9 @@ def layer_metrics(model: GPT) -> dict[str, Any]:
     return {f"l{i}_{k}": v for i, mlp in enumerate(model.mlp_layers()) for k, v in mlp.stats().items()}
 
 
-def metric_columns(model: GPT) -> list[str]:
+def metric_columns(model: GPT, evaluators: list[Evaluator] = ()) -> list[str]:
     cols = ["step", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu", "aux_loss"]
+    cols += [c for ev in evaluators for c in ev.columns]
     for i, mlp in enumerate(model.mlp_layers()):
         cols += [f"l{i}_{name}" for name in mlp.stat_names]
     return cols
@@ -268,8 +270,9 @@ class Trainer:
         if self.world > 1:
             fwd = DDP(fwd, device_ids=[local_rank] if device.type == "cuda" else None)
         self.fwd_model = fwd
-        self.log_file = MetricsLog(run_dir, metric_columns(self.model), self.step_count if self.resume else None) \
-            if self.master else None
+        self.evaluators = evaluators_for(tcfg, device) if self.master else []
+        self.log_file = MetricsLog(run_dir, metric_columns(self.model, self.evaluators),
+                                   self.step_count if self.resume else None) if self.master else None
         self.tokens_per_step = tcfg.batch_size * (self.data.block - 1)
         self.fpt, self.peak = flops_per_token(self.model), peak_flops(device)
 
@@ -309,9 +312,25 @@ class Trainer:
         """Mean validation loss over a fixed set of validation blocks."""
         return evaluate(self.model, self.data, self.tcfg, self.device, self.autocast)
 
+    @torch.no_grad()
+    def run_evaluators(self, final: bool) -> dict[str, float]:
+        """The numbers of every evaluator due at this step (the model is put back in training mode)."""
+        due = [ev for ev in self.evaluators if final or self.step_count % ev.every == 0]
+        if not due:
+            return {}
+        self.model.eval()
+        out: dict[str, float] = {}
+        try:
+            for ev in due:
+                out.update(ev(self.model))
+        finally:
+            self.model.train()
+        return out
+
     def log(self, loss_sum: torch.Tensor, aux_sum: torch.Tensor, steps: int, seconds: float,
-            with_eval: bool) -> dict[str, Any]:
-        """One metrics row (train loss, lr, throughput, MFU, per-layer statistics, val loss if asked)."""
+            with_eval: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One metrics row (train loss, lr, throughput, MFU, per-layer statistics, val loss if asked, and
+        the evaluators' numbers)."""
         if self.world > 1:
             dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
         train_loss = loss_sum.item()
@@ -323,6 +342,7 @@ class Trainer:
         }
         if with_eval:
             row["val_loss"] = round(self.evaluate(), 5)
+        row.update(extra or {})
         if self.master:
             self.log_file.write(row)
         self.last.update({k: v for k, v in row.items() if v is not None})
@@ -352,8 +372,10 @@ class Trainer:
             bar.update(1)
             step = self.step_count
             do_eval = step % tcfg.eval_interval == 0 or step == tcfg.max_steps
-            if step % tcfg.log_interval == 0 or do_eval:
-                row = self.log(loss_sum, aux_sum, steps_since, time.perf_counter() - t0, do_eval)
+            seconds = time.perf_counter() - t0
+            extra = self.run_evaluators(final=step == tcfg.max_steps)
+            if step % tcfg.log_interval == 0 or do_eval or extra:
+                row = self.log(loss_sum, aux_sum, steps_since, seconds, do_eval, extra)
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=self.last.get("val_loss", ""),
                                 tok_s=f"{row['tokens_per_s']:,.0f}")
                 t0, steps_since = time.perf_counter(), 0
