@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .cliutil import add_settings, settings_of
@@ -33,6 +34,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moex", description=__doc__)
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice, one per core)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     add_model_commands(sub)
     for register in _extra_commands():
@@ -51,9 +54,24 @@ def _extra_commands() -> list:
     return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands]
 
 
+def quiet_cpu_threads() -> None:
+    """Idle OpenMP threads sleep instead of spinning (unless the user chose a policy): with the default
+    spinning, one busy core elsewhere makes every parallel region wait for a descheduled thread (measured:
+    4x slower on 2 cores); ``benchmarks/cpu_contention.py`` checks the idle case loses nothing. Must run
+    before torch starts its thread pool, so before torch is imported."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_cpu_threads()
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None:
+            import torch
+
+            if args.threads < 1:
+                raise MoexError(f"--threads {args.threads}: must be at least 1")
+            torch.set_num_threads(args.threads)
         args.func(args)
     except (MoexError, FileNotFoundError) as e:
         print(f"moex: error: {e}", file=sys.stderr)

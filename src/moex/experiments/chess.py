@@ -202,13 +202,15 @@ def last_val_loss(run: Path) -> float:
     return next(r["val_loss"] for r in reversed(rows) if "val_loss" in r)
 
 
-ROW_KEYS = ("coverage", "reconstruction", "mean_l0", "features", "alive", "layer")
+ROW_KEYS = ("coverage", "reconstruction", "coverage_per_bsp", "reconstruction_per_board", "mean_l0", "features",
+            "alive", "layer", "fmax_split")
 
 
-def score_row(model: GPT, games: list[str], device: str, sae: SAE | None = None) -> dict[str, Any]:
-    """A table row's scores: the MLP code (or ``sae``'s latents) at the evaluated layer."""
+def score_row(model: GPT, games: list[str], device: str, sae: SAE | None = None,
+              layer: int | None = None) -> dict[str, Any]:
+    """A table row's scores: the MLP code (or ``sae``'s latents) at ``layer`` (default: the evaluated one)."""
     site = SAESite(model, sae) if sae is not None else "mlp"
-    s = score_chess(model, games, default_layer(model), site, device=device)
+    s = score_chess(model, games, default_layer(model) if layer is None else layer, site, device=device)
     return {**{k: s[k] for k in ROW_KEYS}, "piece_state_coverage": s["piece_state"]["coverage"],
             "piece_state_reconstruction": s["piece_state"]["reconstruction"]}
 
@@ -252,25 +254,29 @@ def _fmt(v, digits=3) -> str:
 def format_tables(results: dict[str, Any]) -> dict[str, str]:
     rows = {r["name"]: r for r in results["rows"]}
     head = (f"scale {results['scale']} ({results['reduced']}); seed {results['seed']}; layer "
-            f"{results['layer']}; {results['eval_games']} evaluation games. Paper numbers in brackets.\n")
+            f"{results['layer']}; {results['eval_games']} evaluation games. Paper numbers in brackets. "
+            "Coverage and reconstruction as Karvonen's code computes them (one threshold for all BSPs; F1 pooled "
+            "over boards); B.2 / B.3: the paper appendix's definitions as written (a threshold per BSP; the "
+            "mean per-board F1). f_max over the train half of the games.\n")
     out = {}
     for table, title in (("table1", "Table 1"), ("table3", "Table 3 (ablation)"), ("table4", "Table 4")):
         if not any(table in row.tables and row.name in rows for row in ROWS):
             continue
-        lines = [f"# {title}\n", head, "| model | val loss | coverage | reconstruction | mean l0 | features |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"# {title}\n", head, "| model | val loss | coverage | reconstruction | coverage (B.2) | "
+                 "reconstruction (B.3) | mean l0 | features |", "|---|---|---|---|---|---|---|---|"]
         for row in ROWS:
             if table not in row.tables or row.name not in rows:
                 continue
             r, p = rows[row.name], PAPER.get(row.name, (None, None, None))
             lines.append(
                 f"| {row.label} | {_fmt(r['val_loss'], 4)} ({_fmt(p[0])}) | {_fmt(r['coverage'])} ({_fmt(p[1])}) | "
-                f"{_fmt(r['reconstruction'])} ({_fmt(p[2])}) | {r['mean_l0']:.1f} | {r['features']} |")
+                f"{_fmt(r['reconstruction'])} ({_fmt(p[2])}) | {_fmt(r.get('coverage_per_bsp'))} | "
+                f"{_fmt(r.get('reconstruction_per_board'))} | {r['mean_l0']:.1f} | {r['features']} |")
         if table == "table1" and "sae" in rows:
             r = rows["sae"]
             lines.append(f"| SAE (post-res, {r['features']} latents) | {_fmt(r['val_loss'], 4)} | "
-                         f"{_fmt(r['coverage'])} | {_fmt(r['reconstruction'])} | {r['mean_l0']:.1f} | "
-                         f"{r['features']} |")
+                         f"{_fmt(r['coverage'])} | {_fmt(r['reconstruction'])} | {_fmt(r.get('coverage_per_bsp'))} | "
+                         f"{_fmt(r.get('reconstruction_per_board'))} | {r['mean_l0']:.1f} | {r['features']} |")
         out[table] = "\n".join(lines) + "\n"
     ra = results.get("router_analysis", {})
     if ra:
@@ -295,6 +301,43 @@ def scale_config(scale: str | Scale = "tiny", **overrides: Any) -> Scale:
     return SCALES[scale].replace(f"scale {scale!r}", **overrides)
 
 
+@dataclass
+class ExperimentSetup:
+    """What every chess experiment and study starts from: the scale, the data, the train settings."""
+
+    scale: Scale
+    name: str  # the scale's name ("custom" for a Scale object)
+    out: Path
+    blocks: Path
+    eval_games: list[str]
+    engine: str
+    tcfg: dict  # train settings of every run (each run adds max_steps)
+    device: str
+    master: bool
+    barrier: Callable[[], None]
+
+
+def setup_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
+                     device: str = "auto", workers: int = 0, games_dir: str | None = None,
+                     settings: dict[str, Any] | None = None) -> ExperimentSetup:
+    """Resolve the scale, make (or find) the games and blocks (rank 0 only under torchrun), and derive the
+    train settings shared by every run."""
+    sc = scale_config(scale, **(settings or {}))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    master, barrier = distributed()
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    data_args = (out, sc.games, sc.eval_games, make_config(sc.preset).ctx, sc.nodes, seed, engine, workers, games_dir)
+    if master:
+        prepare_chess_data(*data_args)
+    barrier()
+    blocks, eval_path, engine = prepare_chess_data(*data_args)  # now only finds what rank 0 made
+    tcfg = {**sc.train, "batch_size": sc.batch_size, "data": str(blocks), "seed": seed + 1337,
+            "device": device, "ckpt_interval": max(10, min(sc.steps, sc.up_steps) // 2)}
+    return ExperimentSetup(sc, scale if isinstance(scale, str) else "custom", out, blocks, read_games(eval_path),
+                           engine, tcfg, dev, master, barrier)
+
+
 def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
                          device: str = "auto", workers: int = 0, games_dir: str | None = None,
                          only: list[str] | None = None, fresh: bool = False,
@@ -302,28 +345,16 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
     """Train (or reuse) and score the rows of ``scale`` (a name in ``SCALES`` with ``settings`` applied,
     or a ``Scale``), then write the tables. ``only``: these rows now; ``fresh``: score every row again
     (trained runs are kept)."""
-    sc = scale_config(scale, **(settings or {}))
-    name = scale if isinstance(scale, str) else "custom"
-    wanted_names = [r for r in (only or sc.rows or [r.name for r in ROWS] + ["sae"])]
-    unknown = sorted(set(wanted_names) - {r.name for r in ROWS} - {"sae"})
+    t0 = time.time()
+    unknown = sorted(set(only or []) - {r.name for r in ROWS} - {"sae"})
     if unknown:
         raise ConfigError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(r.name for r in ROWS)}, sae")
-    out = Path(out)
+    setup = setup_experiment(out, scale, seed, engine, device, workers, games_dir, settings)
+    sc, name, out, master, barrier = setup.scale, setup.name, setup.out, setup.master, setup.barrier
+    blocks, eval_games, engine, tcfg, dev = setup.blocks, setup.eval_games, setup.engine, setup.tcfg, setup.device
+    wanted_names = list(only or sc.rows or [r.name for r in ROWS] + ["sae"])
     if fresh:
         shutil.rmtree(out / "rows", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    master, barrier = distributed()
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    ctx = make_config(sc.preset).ctx
-    data_args = (out, sc.games, sc.eval_games, ctx, sc.nodes, seed, engine, workers, games_dir)
-    if master:
-        prepare_chess_data(*data_args)
-    barrier()
-    blocks, eval_path, engine = prepare_chess_data(*data_args)  # now only finds what rank 0 made
-    eval_games = read_games(eval_path)
-    tcfg = {**sc.train, "batch_size": sc.batch_size, "data": str(blocks), "seed": seed + 1337,
-            "device": device, "ckpt_interval": max(10, min(sc.steps, sc.up_steps) // 2)}
     runs, rows_dir = out / "runs", out / "rows"
     if master:
         write_json(out / "experiment.json", {"scale": name, "seed": seed, "engine": engine,

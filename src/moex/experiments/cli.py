@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 
 from ..cliutil import add_settings, settings_of
+from ..errors import MoexError
 
 
 def cmd_experiment_chess(args: argparse.Namespace) -> None:
     from .chess import run_chess_experiment
+    from .studies import run_study
 
+    if args.study:
+        if args.only or args.fresh:
+            raise MoexError("--only and --fresh apply to the tables, not to --study")
+        run_study(args.study, args.out, scale=args.scale, seed=args.seed, engine=args.engine, device=args.device,
+                  workers=args.workers, games_dir=args.games, settings=settings_of(args))
+        return
     run_chess_experiment(args.out, scale=args.scale, seed=args.seed, engine=args.engine, device=args.device,
                          workers=args.workers, games_dir=args.games, only=args.only, fresh=args.fresh,
                          settings=settings_of(args))
@@ -36,6 +44,7 @@ SCALE_KEYS = ("scale keys: preset, games, eval_games, nodes, steps, up_steps, ba
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     from .chess import SCALES
+    from .studies import STUDIES
 
     p = sub.add_parser("experiment", help="reproduce the papers' experiments")
     esub = p.add_subparsers(dest="experiment_cmd", required=True)
@@ -45,6 +54,9 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--games", help="use this directory's games.txt (moex data chess import) for training")
     s.add_argument("--only", nargs="+", help="rows to run now (others are kept or left for later)")
     s.add_argument("--fresh", action="store_true", help="re-score every row (trained runs are kept)")
+    s.add_argument("--study", choices=STUDIES, help="instead of the tables, one of the paper's studies: width (Fig. 3), "
+                   "sparsity (Fig. 4), scaling (Fig. 5), dynamics (Fig. 10), layers (Fig. 11), tsne (Fig. 6); "
+                   "written to OUT/STUDY")
     run_options(s)
     add_settings(s, SCALE_KEYS)
     s.set_defaults(func=cmd_experiment_chess)
