@@ -1,5 +1,6 @@
 """Training-step time of a tiny Switch model on the CPU, idle and with one core kept busy by another
-process, under OpenMP's default (spinning) wait policy, the passive policy ``moex`` sets, and one thread.
+process: OpenMP's default wait (a long spin), the passive policy, the short spin the ``moex`` CLI sets
+(``moex.cli.CPU_WAIT``), and one thread.
 
 Each case runs in a fresh process (the wait policy is read when torch starts its thread pool). Prints
 seconds per step and the ratios against the default policy in the same run; ``--out`` saves JSON.
@@ -47,10 +48,10 @@ def spin() -> None:
         pass
 
 
-def run_case(steps: int, policy: str | None, threads: int) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+def run_case(steps: int, extra_env: dict[str, str], threads: int) -> float:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.update(extra_env)
     r = subprocess.run([sys.executable, "-c", STEP.format(steps=steps, threads=threads)], env=env,
                        capture_output=True, text=True, check=True)
     return float(r.stdout.strip().splitlines()[-1])
@@ -60,18 +61,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out")
+    ap.add_argument("--spincounts", type=int, nargs="*", default=[],
+                    help="also try these GOMP_SPINCOUNT values (spin, then sleep)")
     args = ap.parse_args()
-    cases = [("default", None, 0), ("passive", "PASSIVE", 0), ("1 thread", None, 1)]
+    from moex.cli import CPU_WAIT
+
+    cases = [("default", {}, 0), ("passive", {"OMP_WAIT_POLICY": "PASSIVE"}, 0), ("moex", dict(CPU_WAIT), 0)]
+    cases += [(f"spin {n}", {"GOMP_SPINCOUNT": str(n)}, 0) for n in args.spincounts]
+    cases += [("1 thread", {}, 1)]
     results = {}
     for load in ("idle", "one core busy"):
         busy = multiprocessing.Process(target=spin, daemon=True) if load != "idle" else None
         if busy:
             busy.start()
         try:
-            for name, policy, threads in cases:
-                sec = run_case(args.steps, policy, threads)
+            for name, extra_env, threads in cases:
+                sec = run_case(args.steps, extra_env, threads)
                 results[f"{load}, {name}"] = sec
-                print(f"{load:>14}, {name:>8}: {sec * 1000:8.1f} ms/step", flush=True)
+                print(f"{load:>14}, {name:>12}: {sec * 1000:8.1f} ms/step", flush=True)
         finally:
             if busy:
                 busy.terminate()

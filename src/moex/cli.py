@@ -54,12 +54,18 @@ def _extra_commands() -> list:
     return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands]
 
 
+CPU_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}  # libgomp (Linux torch) / LLVM and Intel OpenMP
+
+
 def quiet_cpu_threads() -> None:
-    """Idle OpenMP threads sleep instead of spinning (unless the user chose a policy): with the default
-    spinning, one busy core elsewhere makes every parallel region wait for a descheduled thread (measured:
-    4x slower on 2 cores); ``benchmarks/cpu_contention.py`` checks the idle case loses nothing. Must run
-    before torch starts its thread pool, so before torch is imported."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Idle OpenMP threads spin briefly, then sleep (unless the user chose a wait policy). With the default
+    long spin, one core kept busy by another process makes every parallel region wait for a descheduled
+    thread (4x slower on 2 cores); a passive policy costs the idle case a few percent. Measured side by side
+    by ``benchmarks/cpu_contention.py``. Must run before torch starts its thread pool (before its import)."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    for key, value in CPU_WAIT.items():
+        os.environ.setdefault(key, value)
 
 
 def main(argv: list[str] | None = None) -> int:

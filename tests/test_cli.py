@@ -1,0 +1,35 @@
+"""CLI-only behaviour: the OpenMP wait policy it sets before torch starts, and --threads."""
+
+import os
+import subprocess
+import sys
+
+from moex.cli import CPU_WAIT, main
+
+
+def env_after_cli_start(extra: dict) -> dict:
+    code = ("import os, sys, moex.cli; moex.cli.quiet_cpu_threads(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY")}
+    r = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True)
+    return dict(zip(("spin", "policy", "torch"), r.stdout.split()))
+
+
+def test_short_spin_is_set_before_torch_loads_unless_the_user_chose():
+    assert env_after_cli_start({}) == {"spin": CPU_WAIT["GOMP_SPINCOUNT"], "policy": "None", "torch": "False"}
+    assert env_after_cli_start({"OMP_WAIT_POLICY": "ACTIVE"})["spin"] == "None"  # the user's choice stands
+    assert env_after_cli_start({"GOMP_SPINCOUNT": "5"})["spin"] == "5"
+
+
+def test_threads_option(capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--threads", "1", "model", "summary", "--preset", "tiny"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    assert main(["--threads", "0", "model", "summary", "--preset", "tiny"]) == 2
+    assert "--threads 0" in capsys.readouterr().err
