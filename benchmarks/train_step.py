@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from moex.model import GPT, make_config
+from moex.model.moe import GROUPED_MM_NAME
 from moex.training.config import TrainConfig
 from moex.training.trainer import flops_per_token, make_optimizer, peak_flops
 
@@ -150,6 +151,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "shape": shape, "batch": batch, "compile": args.compile, "dispatch": args.dispatch,
+        "grouped_mm": GROUPED_MM_NAME,
         "results": results,
     }
     if dense:

@@ -256,3 +256,38 @@ def test_moe_expert_activation_follows_config():
             j = experts[n, s]
             expected = gates[n, s] * torch.relu(x[n] @ moe.w_enc[j]).square()
             assert torch.allclose(code.values[n, s], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["torch.nn.functional.grouped_mm", "torch._grouped_mm"])
+def test_each_grouped_matmul_path_equals_the_loop(impl, monkeypatch):
+    """The public grouped_mm and the private torch._grouped_mm (older torch may have only that one)
+    give the per-expert loop's output and gradients; neither silently falls back to the loop."""
+    import torch.nn.functional as F
+
+    import moex.model.moe as moe_mod
+
+    fn = F.grouped_mm if impl.startswith("torch.nn") else torch._grouped_mm
+    calls = []
+    monkeypatch.setattr(moe_mod, "GROUPED_MM", lambda *a, **k: calls.append(1) or fn(*a, **k))
+    moe_g, _ = small_moe(M=8, D=16, d=32, moe_dispatch="grouped")
+    moe_l, _ = small_moe(M=8, D=16, d=32, moe_dispatch="loop")
+    moe_l.load_state_dict(moe_g.state_dict())
+    x = torch.randn(3, 10, 32)
+    yg, yl = moe_g(x)[0], moe_l(x)[0]
+    assert calls and torch.allclose(yg, yl, atol=1e-5)
+    yg.square().sum().backward()
+    yl.square().sum().backward()
+    assert torch.allclose(moe_g.w_enc.grad, moe_l.w_enc.grad, atol=1e-5)
+    assert torch.allclose(moe_g.w_dec.grad, moe_l.w_dec.grad, atol=1e-5)
+
+
+def test_grouped_matmul_lookup_prefers_public_then_private(monkeypatch):
+    import torch.nn.functional as F
+
+    from moex.model.moe import find_grouped_mm
+
+    assert find_grouped_mm()[0] == "torch.nn.functional.grouped_mm"
+    monkeypatch.delattr(F, "grouped_mm")
+    assert find_grouped_mm()[0] == "torch._grouped_mm"  # torch versions without the public name
+    monkeypatch.delattr(torch, "_grouped_mm")
+    assert find_grouped_mm() == ("loop", None)

@@ -6,12 +6,14 @@ Routers (METHODS sec 1):
   a monotone decreasing function of the expected number of active units D * Phi(mu_h / s_h).
   The statistics are not detached, so the gate regularises W_enc towards sparsity.
 Gate weights: w = Softmax(TopK(l)). Dispatch sorts the (token, expert) pairs by expert and runs one
-grouped matmul per weight matrix (``torch.nn.functional.grouped_mm``), or, on the reference path,
+grouped matmul per weight matrix (``torch.nn.functional.grouped_mm``, or ``torch._grouped_mm`` on torch
+versions without it: ``GROUPED_MM_NAME`` says which), or, on the reference path,
 one matmul per contiguous slice. Both give the same result.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -88,9 +90,23 @@ def load_balance_loss(logits: Tensor, coef: float) -> Tensor:
     return coef * m * (f * probs.mean(dim=0)).sum()
 
 
+def find_grouped_mm() -> tuple[str, Any]:
+    """torch's grouped matmul: the public ``torch.nn.functional.grouped_mm`` (newer torch), else the private
+    ``torch._grouped_mm`` (torch versions without the public name), else none (the per-expert loop)."""
+    if hasattr(F, "grouped_mm"):
+        return "torch.nn.functional.grouped_mm", F.grouped_mm
+    if hasattr(torch, "_grouped_mm"):
+        return "torch._grouped_mm", torch._grouped_mm
+    return "loop", None
+
+
+GROUPED_MM_NAME, GROUPED_MM = find_grouped_mm()
+logging.getLogger(__name__).info("MoE grouped matmul: %s", GROUPED_MM_NAME)
+
+
 def grouped_supported(x: Tensor, *weights: Tensor) -> bool:
     """True where torch's grouped matmul takes these operands: CPU (fp32/bf16) or CUDA bf16, 16-byte rows."""
-    if not hasattr(F, "grouped_mm"):
+    if GROUPED_MM is None:
         return False
     if x.device.type == "cuda" and x.dtype != torch.bfloat16:
         return False
@@ -106,7 +122,7 @@ def expert_matmul(a: Tensor, w: Tensor, counts: Tensor, grouped: bool) -> Tensor
     """Rows of ``a`` sorted by expert, ``counts[j]`` rows for expert j: returns a_j @ w[j] stacked."""
     if grouped:
         offs = torch.cumsum(counts, 0).to(torch.int32)
-        return F.grouped_mm(a, w.to(a.dtype), offs=offs)
+        return GROUPED_MM(a, w.to(a.dtype), offs=offs)
     outs = [part @ w[j].to(a.dtype) for j, part in enumerate(torch.split(a, counts.tolist()))]
     return torch.cat(outs, dim=0)
 
