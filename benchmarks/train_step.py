@@ -44,7 +44,24 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
-def time_steps(model: GPT, device: torch.device, batch: int, steps: int, warmup: int, compile_: bool) -> dict:
+def matmul_rate(device: torch.device, n: int | None = None, reps: int = 10) -> float:
+    """Measured FLOP/s of one large square matmul (bf16 on CUDA, fp32 on CPU): the MFU denominator that
+    this machine actually reaches, beside the data-sheet peak."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def time_steps(model: GPT, device: torch.device, batch: int, steps: int, warmup: int, compile_: bool,
+               measured_rate: float | None = None) -> dict:
     opt = make_optimizer(model, TrainConfig(), device)
     fwd = torch.compile(model) if compile_ else model
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -76,6 +93,8 @@ def time_steps(model: GPT, device: torch.device, batch: int, steps: int, warmup:
         "ms_per_step": round(ms, 2),
         "tokens_per_s": round(tokens_per_s),
         "mfu": round(flops_per_token(model) * tokens_per_s / peak, 4) if peak else None,
+        "mfu_of_measured_matmul": round(flops_per_token(model) * tokens_per_s / measured_rate, 4)
+        if measured_rate else None,
         "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda"
         else None,
     }
@@ -118,8 +137,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="default: 100 on CUDA, 4 on CPU")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="one variant: compiled (with --dispatch)")
     ap.add_argument("--dispatch", default="auto", choices=["auto", "grouped", "loop"])
+    ap.add_argument("--variants", help="several in one run, e.g. eager-grouped,compiled-grouped,eager-loop "
+                                       "(overrides --compile/--dispatch)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -130,35 +151,44 @@ def main() -> None:
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    results = {}
-    for mlp in args.models.split(","):
-        over = {k: v for k, v in shape.items() if k != "preset"}
-        if mlp != "gelu":
-            over["moe_dispatch"] = args.dispatch
-        torch.manual_seed(0)
-        model = GPT(make_config(shape["preset"], mlp, **over)).to(device)
-        results[mlp] = time_steps(model, device, batch, args.steps, args.warmup, args.compile)
-        if mlp == "moex":
-            results[mlp].update(router_fraction(model, device, tokens=min(batch * model.cfg.ctx, 32768)))
-        print(f"{mlp:>7}: {json.dumps(results[mlp])}", flush=True)
-        del model
-        if cuda:
-            torch.cuda.empty_cache()
-    dense = results.get("gelu", {}).get("ms_per_step")
+    variants = args.variants.split(",") if args.variants else \
+        [f"{'compiled' if args.compile else 'eager'}-{args.dispatch}"]
+    rate = matmul_rate(device)
+    print(f"measured matmul rate: {rate / 1e12:.1f} TFLOP/s ({'bf16' if cuda else 'fp32'})", flush=True)
     report = {
         "benchmark": "train_step",
         "command": "python " + " ".join(sys.argv),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "shape": shape, "batch": batch, "compile": args.compile, "dispatch": args.dispatch,
-        "grouped_mm": GROUPED_MM_NAME,
-        "results": results,
+        "shape": shape, "batch": batch, "grouped_mm": GROUPED_MM_NAME,
+        "measured_matmul_tflops": round(rate / 1e12, 2), "variants": {},
     }
-    if dense:
+    for variant in variants:
+        mode, _, dispatch = variant.partition("-")
+        if mode not in ("eager", "compiled") or dispatch not in ("auto", "grouped", "loop"):
+            raise SystemExit(f"variant {variant!r}: expected eager|compiled-auto|grouped|loop")
+        results = {}
+        for mlp in args.models.split(","):
+            over = {k: v for k, v in shape.items() if k != "preset"}
+            if mlp != "gelu":
+                over["moe_dispatch"] = dispatch
+            torch.manual_seed(0)
+            model = GPT(make_config(shape["preset"], mlp, **over)).to(device)
+            results[mlp] = time_steps(model, device, batch, args.steps, args.warmup, mode == "compiled", rate)
+            if mlp == "moex":
+                results[mlp].update(router_fraction(model, device, tokens=min(batch * model.cfg.ctx, 32768)))
+            print(f"{variant:>16} {mlp:>7}: {json.dumps(results[mlp])}", flush=True)
+            del model
+            if cuda:
+                torch.cuda.empty_cache()
+        entry = {"results": results}
+        dense = results.get("gelu", {}).get("ms_per_step")
         for mlp in ("switch", "moex"):
-            if mlp in results:
-                report[f"{mlp}_over_dense_step_ratio"] = round(results[mlp]["ms_per_step"] / dense, 3)
-    print(json.dumps({k: v for k, v in report.items() if k.endswith("ratio")}))
+            if dense and mlp in results:
+                entry[f"{mlp}_over_dense_step_ratio"] = round(results[mlp]["ms_per_step"] / dense, 3)
+        report["variants"][variant] = entry
+        print(variant, json.dumps({k: v for k, v in entry.items() if k.endswith("ratio")}), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -127,6 +127,15 @@ SCALES: dict[str, Scale] = {
                              "peer": {"n_experts": 64 * 64, "moe_heads": 8, "moe_top_k": 16,
                                       "d_key": 32}},
                   reduced="4-layer d128 backbone, 60 steps, batch 8: a pipeline check"),
+    # One H200 device call of at most 5 minutes per group of rows (benchmarks/gpu/part_b.sh): the paper's
+    # shapes, few steps, no compile (one compile per row would eat the call). Sized by estimate (about
+    # 60 ms a step at batch 32 x 1023); resize from part A's measured step times.
+    "gpu-budget": Scale("chess-8l", games=3000, eval_games=200, nodes=200, steps=300, up_steps=150, batch_size=32,
+                        sae_steps=500, sae_width=4096,
+                        train=dict(lr=6e-4, min_lr=6e-5, warmup_steps=30, eval_interval=10**9, eval_batches=4,
+                                   log_interval=25),
+                        reduced="paper shapes (8 layers, d 512, ctx 1023); 300 + 150 steps of batch 32 instead of "
+                                "60k of batch 100; 3,000 Stockfish games (200 nodes) instead of millions"),
     # One H100, about 20 minutes for all rows: the paper's shapes, fewer steps and games.
     "gpu-small": Scale("chess-8l", games=20_000, eval_games=500, nodes=2000, steps=1500, up_steps=750,
                        batch_size=32, sae_steps=3000, sae_width=4096,
