@@ -1,0 +1,95 @@
+"""Hugging Face adapters on tiny random-weight models built from real transformers configs: the captured
+expert hidden units, pushed through each expert's down projection and weighted by the captured router
+weights, reproduce the experts module's output; the routed tokens are the router's top-k. A hook on the
+wrong module or layer fails these checks."""
+
+import pytest
+import torch
+
+from moex import MoexError, collect, site_for
+from moex.interp.hf import HFModel
+
+transformers = pytest.importorskip("transformers")
+
+COMMON = dict(vocab_size=97, hidden_size=32, intermediate_size=16, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64)
+MOE = {
+    "olmoe": dict(num_experts=6, num_experts_per_tok=2),
+    "qwen2_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=16,
+                      shared_expert_intermediate_size=24, decoder_sparse_step=1, mlp_only_layers=[]),
+    "qwen3_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=16, decoder_sparse_step=1,
+                      mlp_only_layers=[]),
+    "mixtral": dict(num_local_experts=6, num_experts_per_tok=2),
+}
+DENSE = {"llama": {}, "qwen2": {}, "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=97)}
+
+
+def tiny(model_type: str, **kw):
+    torch.manual_seed(0)
+    base = {} if model_type == "gpt2" else COMMON
+    cfg = transformers.AutoConfig.for_model(model_type, **{**base, **kw})
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    for p in model.parameters():  # some classes initialise the expert weights to zero
+        torch.nn.init.normal_(p, std=0.2)
+    return HFModel(model.float())
+
+
+@pytest.mark.parametrize("model_type", list(MOE))
+def test_moe_capture_reproduces_the_experts_output(model_type):
+    hf = tiny(model_type, **MOE[model_type])
+    assert hf.kinds == ["moe", "moe"]
+    idx = torch.randint(0, 97, (2, 11))
+    for layer in range(2):
+        cap = hf.capture(idx, layer)
+        n = idx.numel()
+        assert cap.x.shape == (n, 32) and cap.top_k_index.shape == (n, 2)
+        recon = torch.zeros_like(cap.output)
+        w = cap.router_weights()
+        for e in range(cap.n_experts):
+            token, out = cap.expert_output(e)
+            recon.index_add_(0, token, out * w[token, e, None])
+        assert torch.allclose(recon, cap.output, atol=1e-5), (model_type, layer, (recon - cap.output).abs().max())
+        # the routed token sets are the router's own top-k on the captured input
+        gate = hf.layers[layer].mlp.gate
+        _, _, top = gate(cap.x)
+        for e in range(cap.n_experts):
+            assert set(cap.expert_tokens(e)[0].tolist()) == set(torch.where((top == e).any(-1))[0].tolist())
+        # the wide code, decoded by the concatenated down projections, is the same output
+        down = cap.experts.down_proj  # (E, d, I)
+        z = cap.wide_code().reshape(n, cap.n_experts, -1)
+        assert torch.allclose(torch.einsum("nei,edi->nd", z, down), cap.output, atol=1e-5)
+    # a capture of the other layer does not reproduce this one: the hook is on the right module
+    a, b = hf.capture(idx, 0), hf.capture(idx, 1)
+    assert not torch.allclose(a.output, b.output, atol=1e-3)
+
+
+@pytest.mark.parametrize("model_type", list(DENSE))
+def test_dense_capture_is_the_down_projections_input(model_type):
+    hf = tiny(model_type, **DENSE[model_type])
+    assert hf.kinds == ["dense", "dense"]
+    idx = torch.randint(0, 97, (2, 9))
+    cap = hf.capture(idx, 1)
+    mlp = hf.layers[1].mlp
+    proj = mlp.down_proj if hasattr(mlp, "down_proj") else mlp.c_proj
+    assert torch.allclose(proj(cap.hidden), cap.output, atol=1e-5)
+    site = site_for(hf, "mlp", layer=1)
+    chunk = next(collect(site, idx.tolist(), batch=2))
+    assert chunk.features.shape == (2, 9, site.width) and torch.allclose(chunk.features.reshape(18, -1), cap.hidden)
+
+
+def test_moe_site_streams_the_wide_code():
+    hf = tiny("olmoe", **MOE["olmoe"])
+    site = site_for(hf, "mlp", layer=0)
+    assert site.width == 6 * 16
+    idx = torch.randint(0, 97, (3, 7))
+    feats = torch.cat([c.features for c in collect(site, idx.tolist(), batch=2)])
+    assert feats.shape == (3, 7, 96)
+    assert ((feats.reshape(21, 6, 16) != 0).any(-1).sum(-1) <= 2).all()  # at most top-2 experts per token
+
+
+def test_bad_input():
+    with pytest.raises(MoexError, match="GptOssForCausalLM: .*supported: OlmoeForCausalLM"):
+        tiny("gpt_oss", num_local_experts=4, num_experts_per_tok=2, head_dim=8, layer_types=["full_attention"] * 2)
+    hf = tiny("llama")
+    with pytest.raises(MoexError, match="layer 5 out of range: LlamaForCausalLM has layers 0..1"):
+        hf.capture(torch.zeros(1, 3, dtype=torch.long), 5)
