@@ -1,0 +1,130 @@
+"""k-sparse probing against constructed cases and scikit-learn called directly; the CoNLL-U reader and
+regex concepts against hand-labelled sentences; probing a tiny random OLMoE end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+from moex.analysis.probing import KS, fit_probe, k_sparse_probe, probe_concept, rank_units, split
+from moex.data.text.concepts import ConlluError, LabelledText, concept_sets, read_conllu, regex_labels
+
+CONLLU = """# text = The cat sat.
+1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_
+2\tcat\tcat\tNOUN\tNN\t_\t3\tnsubj\t_\t_
+3\tsat\tsit\tVERB\tVBD\t_\t0\troot\t_\tSpaceAfter=No
+4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t_\t_
+
+# text = Don't go.
+1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_
+1\tDo\tdo\tAUX\tVBP\t_\t3\taux\t_\tSpaceAfter=No
+2\tn't\tnot\tPART\tRB\t_\t3\tadvmod\t_\t_
+3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\tSpaceAfter=No
+4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t_\t_
+"""
+
+
+def test_conllu_reader_against_hand_labels(tmp_path):
+    f = tmp_path / "s.conllu"
+    f.write_text(CONLLU)
+    a, b = read_conllu(f)
+    assert a.text == "The cat sat." and b.text == "Don't go."
+    assert [(a.text[s:e], t) for s, e, t in a.spans] == [("The", "DET"), ("cat", "NOUN"), ("sat", "VERB"), (".", "PUNCT")]
+    assert [(b.text[s:e], t) for s, e, t in b.spans] == [("Do", "AUX"), ("n't", "PART"), ("go", "VERB"), (".", "PUNCT")]
+    bad = tmp_path / "bad.conllu"
+    bad.write_text(CONLLU.replace("2\tcat\tcat\tNOUN\tNN\t_\t3\tnsubj\t_\t_", "2\tcat\tNOUN"))
+    with pytest.raises(ConlluError, match=f"{bad}:3: a token line needs 10 tab-separated fields, found 3"):
+        read_conllu(bad)
+
+
+def test_regex_concepts_and_token_sets():
+    texts = ["x = 42 + y", "no digits here"]
+    lab = regex_labels(texts, {"number": r"\d+", "plus": r"\+"})
+    assert [(texts[0][s:e], c) for s, e, c in lab[0].spans] == [("42", "number"), ("+", "plus")]
+    assert lab[1].spans == []
+
+    def char_tokens(text):  # one token per character: labels are easy to check by hand
+        return [ord(c) for c in text], list(range(len(text)))
+
+    sets = concept_sets(lab, char_tokens, seed=0)
+    num = sets["number"]
+    assert len(num.tokens) == 1 and num.positives == [[4, 5]]  # the characters '4' and '2'
+    assert len(num.negatives[0]) == 2 and not set(num.negatives[0]) & {4, 5}
+
+
+def test_ud_ewt_pos_concepts_with_gpt2_tokens():
+    from conftest import TEXT_DIR
+
+    path = TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
+    if not path.exists():
+        pytest.skip("../shared/data/text not present")
+    pytest.importorskip("tiktoken")
+    from moex.data.text.tokenizer import decode
+
+    sents = read_conllu(path)
+    assert sents[0].text == "From the AP comes this story :"
+    sets = concept_sets(sents[:50], concepts=["NOUN", "DET"])
+    first = sets["DET"]
+    assert [decode([first.tokens[0][i]]) for i in first.positives[0]] == [" the", " this"]
+
+
+def constructed(n=600, units=20, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, units))
+    return rng, x
+
+
+def test_one_neuron_concept_is_found_at_k1():
+    rng, x = constructed()
+    y = (x[:, 7] > 0).astype(int)
+    r = k_sparse_probe(x, y, ks=(1, 2, 4))
+    assert r["top_units"][0] == 7 and r["f1"][1] > 0.97
+
+
+def test_concept_spread_over_eight_neurons_needs_k8():
+    rng, x = constructed(n=1500, units=40)
+    spread = [3, 5, 11, 13, 17, 19, 23, 29]
+    y = (x[:, spread].sum(1) > 0).astype(int)
+    r = k_sparse_probe(x, y, ks=(1, 8, 16))
+    assert set(r["top_units"][:8]) == set(spread)
+    assert r["f1"][1] < 0.75 and r["f1"][8] > 0.93
+
+
+def test_matches_sklearn_on_the_chosen_neurons():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+
+    rng, x = constructed()
+    y = (x[:, 2] + 0.5 * x[:, 9] + rng.normal(scale=0.5, size=len(x)) > 0).astype(int)
+    r = k_sparse_probe(x, y, ks=(2,))
+    tr, te = train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, random_state=42)
+    diff = np.abs(x[tr][y[tr] == 1].mean(0) - x[tr][y[tr] == 0].mean(0))
+    units = np.argsort(-diff)[:2]
+    clf = LogisticRegression(C=1.0, solver="saga", max_iter=500, class_weight="balanced", random_state=42)
+    clf.fit(x[tr][:, units], y[tr])
+    assert sorted(units) == [2, 9] and r["f1"][2] == pytest.approx(f1_score(y[te], clf.predict(x[te][:, units])))
+    assert list(split(y)[0]) == list(tr) and list(rank_units(x[tr], y[tr])[:2]) == list(units)
+    assert fit_probe is not None and KS == (1, 2, 4, 8, 16, 32, 64)
+
+
+def test_probe_a_tiny_olmoe_and_count_skipped_experts():
+    transformers = pytest.importorskip("transformers")
+    from moex.interp.hf import HFModel
+
+    torch.manual_seed(0)
+    cfg = transformers.AutoConfig.for_model("olmoe", vocab_size=60, hidden_size=32, intermediate_size=16,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            num_experts=4, num_experts_per_tok=2)
+    hf = HFModel(transformers.AutoModelForCausalLM.from_config(cfg).float())
+    rng = np.random.default_rng(0)
+    texts = [LabelledText("".join(rng.choice(list("abc5"), 40)), []) for _ in range(40)]
+    labelled = regex_labels([t.text for t in texts], {"digit": r"5"})
+    sets = concept_sets(labelled, lambda s: ([ord(c) % 60 for c in s], list(range(len(s)))))
+    (lp0,) = probe_concept(hf, sets["digit"], layers=[0], ks=(1, 2), min_count=20)
+    assert lp0.kind == "moe" and len(lp0.experts) + len(lp0.skipped) == 4
+    for e, r in lp0.experts.items():
+        assert r["positives"] >= 20 and r["negatives"] >= 20
+        assert r["f1"][1] > 0.9  # the token identity is in every expert's units of a random model
+    assert lp0.best(1) >= lp0.mean(1)
+    (lp_all,) = probe_concept(hf, sets["digit"], layers=[1], ks=(1,), min_count=10**6)
+    assert lp_all.skipped == [0, 1, 2, 3] and lp_all.best(1) is None
