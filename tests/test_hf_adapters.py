@@ -55,7 +55,7 @@ def test_moe_capture_reproduces_the_experts_output(model_type):
         for e in range(cap.n_experts):
             assert set(cap.expert_tokens(e)[0].tolist()) == set(torch.where((top == e).any(-1))[0].tolist())
         # the wide code, decoded by the concatenated down projections, is the same output
-        down = cap.experts.down_proj  # (E, d, I)
+        down = cap.experts.module.down_proj  # (E, d, I)
         z = cap.wide_code().reshape(n, cap.n_experts, -1)
         assert torch.allclose(torch.einsum("nei,edi->nd", z, down), cap.output, atol=1e-5)
     # a capture of the other layer does not reproduce this one: the hook is on the right module
@@ -93,3 +93,32 @@ def test_bad_input():
     hf = tiny("llama")
     with pytest.raises(MoexError, match="layer 5 out of range: LlamaForCausalLM has layers 0..1"):
         hf.capture(torch.zeros(1, 3, dtype=torch.long), 5)
+
+
+@pytest.mark.parametrize("mlp", ["moex", "switch"])
+def test_moex_reader_reproduces_our_moe_layer(mlp):
+    from moex import GPT, make_config
+    from moex.interp.experts import MoexReader
+
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny", mlp, n_layer=2))
+    with torch.no_grad():
+        for b in model.h:
+            b.mlp.w_enc.add_(0.05 * torch.randn_like(b.mlp.w_enc))
+    reader = MoexReader(model)
+    idx = torch.randint(0, 32, (2, 13))
+    cap = reader.capture(idx, 1)
+    w = cap.router_weights()
+    recon = torch.zeros_like(cap.output)
+    for e in range(cap.n_experts):
+        token, out = cap.expert_output(e)
+        recon.index_add_(0, token, out * w[token, e, None])
+    assert torch.allclose(recon, cap.output, atol=1e-5)
+    assert torch.allclose(cap.wide_code(), model.mlp_code(idx, 1, dense=True), atol=1e-6)  # the MoE-X reading
+    act = cap.expert_activation()
+    n, e = 5, int(cap.top_k_index[5, 0])
+    slot = (cap.top_k_index[n] == e).nonzero()[0, 0]
+    units = model.h[1].mlp.act(cap.x[n] @ model.h[1].mlp.w_enc[e])
+    by_hand = cap.top_k_weights[n, slot] * (units @ model.h[1].mlp.w_dec[e]).norm()
+    assert act[n, e].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert (act[n] > 0).sum() == 2  # top-2: the other experts score 0

@@ -92,7 +92,8 @@ class LayerProbe:
 @torch.no_grad()
 def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...] = KS, min_count: int = 50,
                   seed: int = 42) -> list[LayerProbe]:
-    """k-sparse probes of one concept at ``layers`` of a Hugging Face model (``interp.hf.HFModel``)."""
+    """k-sparse probes of one concept at ``layers`` of a reader (``interp.hf.HFModel`` or
+    ``interp.experts.MoexReader``)."""
     out = []
     for layer in layers:
         hf.check_layer(layer)
@@ -118,7 +119,7 @@ def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...
             if min((y == 1).sum(), (y == 0).sum()) >= min_count:
                 lp.dense = k_sparse_probe(np.concatenate(dense_x), y, ks, seed)
         else:
-            for e in range(hf.layers[layer].mlp.experts.gate_up_proj.shape[0]):
+            for e in range(hf.n_experts(layer)):
                 xs, ys = expert_x.get(e, ([], []))
                 y = np.asarray(ys)
                 if len(y) == 0 or min((y == 1).sum(), (y == 0).sum()) < min_count:

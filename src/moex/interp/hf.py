@@ -18,7 +18,6 @@ as is any class whose MLP matches none of these.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MoexError
+from .experts import FusedExperts, LayerCapture, ReaderSite
 
 FUSED_MOE = ("OlmoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "MixtralForCausalLM",
              "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "GraniteMoeForCausalLM")
@@ -56,57 +56,6 @@ def is_fused_experts(m: Any) -> bool:
     return (isinstance(gu, torch.Tensor) and isinstance(down, torch.Tensor) and gu.dim() == 3 and down.dim() == 3
             and gu.shape[1] == 2 * down.shape[2] and gu.shape[2] == down.shape[1] and hasattr(m, "act_fn")
             and getattr(m, "gate_up_proj_bias", None) is None)
-
-
-@dataclass
-class LayerCapture:
-    """One layer's MLP on N tokens (flattened batch x positions)."""
-
-    kind: str  # "moe" | "dense"
-    output: Tensor  # (N, d): the experts module's output (MoE) or the MLP's down projection (dense)
-    hidden: Tensor | None = None  # dense: (N, I) hidden units
-    x: Tensor | None = None  # MoE: (N, d) the experts' input
-    top_k_index: Tensor | None = None  # MoE: (N, k), entries >= n_experts are masked slots
-    top_k_weights: Tensor | None = None  # MoE: (N, k)
-    experts: Any = None  # MoE: the experts module (weights)
-
-    @property
-    def n_experts(self) -> int:
-        return self.experts.gate_up_proj.shape[0]
-
-    def expert_tokens(self, e: int) -> tuple[Tensor, Tensor]:
-        """(token indices, their top-k slot) routed to expert ``e``."""
-        token, slot = torch.where(self.top_k_index == e)
-        return token, slot
-
-    def expert_units(self, e: int) -> tuple[Tensor, Tensor]:
-        """(token indices, hidden units (n_e, I)) of expert ``e`` on the tokens routed to it."""
-        token, _ = self.expert_tokens(e)
-        gate, up = torch.nn.functional.linear(self.x[token], self.experts.gate_up_proj[e]).chunk(2, dim=-1)
-        return token, self.experts.act_fn(gate) * up
-
-    def expert_output(self, e: int) -> tuple[Tensor, Tensor]:
-        """(token indices, expert ``e``'s output before its router weight (n_e, d))."""
-        token, units = self.expert_units(e)
-        return token, torch.nn.functional.linear(units, self.experts.down_proj[e])
-
-    def router_weights(self) -> Tensor:
-        """(N, n_experts): each token's router weight per expert, 0 where not routed."""
-        w = torch.zeros(self.x.shape[0], self.n_experts + 1, dtype=self.top_k_weights.dtype,
-                        device=self.x.device)
-        w.scatter_(1, self.top_k_index.clamp(max=self.n_experts), self.top_k_weights)
-        return w[:, :-1]
-
-    def wide_code(self) -> Tensor:
-        """(N, n_experts * I): the MoE read as one wide MLP, block e = router weight x expert e's units
-        (zero where not routed), as moex reads its own MoE layers."""
-        n, units_per = self.x.shape[0], self.experts.down_proj.shape[2]
-        z = self.x.new_zeros(n, self.n_experts, units_per)
-        w = self.router_weights()
-        for e in range(self.n_experts):
-            token, units = self.expert_units(e)
-            z[token, e] = units * w[token, e, None].to(units.dtype)
-        return z.reshape(n, -1)
 
 
 class HFModel:
@@ -184,31 +133,20 @@ class HFModel:
                                      if k in seen["kwargs"]]
         x, index, weights = args[:3]
         return LayerCapture("moe", out, x=x.reshape(-1, x.shape[-1]), top_k_index=index, top_k_weights=weights,
-                            experts=self._hook_target(layer))
+                            experts=FusedExperts(self._hook_target(layer)))
 
-    def site(self, spec: str = "mlp", layer: int | None = None) -> "HFSite":
+    def width(self, layer: int) -> int:
+        """Features of the ``mlp`` site: hidden units, or experts x units per expert."""
+        mlp = self.layers[layer].mlp
+        if self.kinds[layer] == "moe":
+            return mlp.experts.gate_up_proj.shape[0] * mlp.experts.down_proj.shape[2]
+        proj = mlp.down_proj if hasattr(mlp, "down_proj") else mlp.c_proj
+        return proj.in_features if hasattr(proj, "in_features") else proj.weight.shape[0]
+
+    def n_experts(self, layer: int) -> int:
+        return self.layers[layer].mlp.experts.gate_up_proj.shape[0] if self.kinds[layer] == "moe" else 1
+
+    def site(self, spec: str = "mlp", layer: int | None = None) -> ReaderSite:
         if spec != "mlp":
             raise MoexError(f"site {spec!r}: a Hugging Face model offers the site 'mlp'")
-        return HFSite(self, self.check_layer(self.n_layers * 3 // 4 if layer is None else layer))
-
-
-class HFSite:
-    """The ``mlp`` site of a Hugging Face model: dense hidden units, or an MoE's wide code (router weight x
-    each expert's units, zero where not routed)."""
-
-    name = "mlp"
-
-    def __init__(self, hf: HFModel, layer: int):
-        self.hf, self.layer, self.model = hf, layer, hf.model
-        mlp = hf.layers[layer].mlp
-        if hf.kinds[layer] == "moe":
-            self.width = mlp.experts.gate_up_proj.shape[0] * mlp.experts.down_proj.shape[2]
-        else:
-            proj = mlp.down_proj if hasattr(mlp, "down_proj") else mlp.c_proj
-            self.width = proj.in_features if hasattr(proj, "in_features") else proj.weight.shape[0]
-
-    def features(self, idx: Tensor) -> Tensor:
-        b, t = idx.shape
-        cap = self.hf.capture(idx, self.layer)
-        z = cap.hidden if cap.kind == "dense" else cap.wide_code()
-        return z.reshape(b, t, -1)
+        return ReaderSite(self, self.check_layer(self.n_layers * 3 // 4 if layer is None else layer))
