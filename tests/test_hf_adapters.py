@@ -122,3 +122,21 @@ def test_moex_reader_reproduces_our_moe_layer(mlp):
     by_hand = cap.top_k_weights[n, slot] * (units @ model.h[1].mlp.w_dec[e]).norm()
     assert act[n, e].item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert (act[n] > 0).sum() == 2  # top-2: the other experts score 0
+
+
+def test_top_windows_per_expert_against_a_loop():
+    from moex.interp.experts import top_windows
+
+    hf = tiny("olmoe", **MOE["olmoe"])
+    rng = torch.Generator().manual_seed(1)
+    docs = [torch.randint(0, 97, (int(n),), generator=rng).tolist() for n in torch.randint(20, 60, (30,), generator=rng)]
+    res = top_windows(hf, docs, layer=1, window=16, top=5, batch=4)
+    assert res.windows.shape[1] == 16 and len(res.windows) == sum(len(d) >= 16 for d in docs)
+    for w in (0, 7):  # brute force: one window at a time
+        act = hf.capture(res.windows[w:w + 1], 1).expert_activation()
+        assert torch.allclose(act.amax(0), res.scores[w], atol=1e-5)
+    for e, idx in res.top.items():
+        assert len(idx) == 5 and res.scores[idx, e].tolist() == sorted(res.scores[:, e].tolist(), reverse=True)[:5]
+        assert torch.allclose(res.activations[e].amax(1), res.scores[idx, e])
+    with pytest.raises(MoexError, match="not an MoE layer"):
+        top_windows(tiny("llama"), docs, layer=0)

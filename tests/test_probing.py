@@ -128,3 +128,49 @@ def test_probe_a_tiny_olmoe_and_count_skipped_experts():
     assert lp0.best(1) >= lp0.mean(1)
     (lp_all,) = probe_concept(hf, sets["digit"], layers=[1], ks=(1,), min_count=10**6)
     assert lp_all.skipped == [0, 1, 2, 3] and lp_all.best(1) is None
+
+
+@pytest.fixture(scope="module")
+def text_runs(tmp_path_factory):
+    from conftest import TEXT_DIR
+
+    if not (TEXT_DIR / "tiny-shakespeare.txt").exists():
+        pytest.skip("../shared/data/text not present")
+    pytest.importorskip("tiktoken")
+    from moex import build_text, run_training
+
+    root = tmp_path_factory.mktemp("probe")
+    build_text([str(TEXT_DIR / "tiny-shakespeare.txt")], root / "data", block=65, val_fraction=0.05, workers=1,
+               progress=False)
+    for mlp in ("gelu", "moex"):
+        run_training(root / mlp, "tiny-lm", mlp, dict(data=str(root / "data"), n_layer=2, ctx=64, max_steps=20,
+                                                      batch_size=8, eval_interval=20, eval_batches=2,
+                                                      warmup_steps=2, lr=3e-3), progress=False)
+    return root
+
+
+def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
+    from conftest import TEXT_DIR
+
+    from moex.analysis.probing import run_probe
+    from moex.cli import main
+
+    conllu = [str(TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu")]
+    concepts = ["NOUN", "DET"]
+    dense = run_probe(text_runs / "gelu", text_runs / "out-gelu", conllu=conllu, concepts=concepts,
+                      ks=(1, 2, 8), min_count=20, max_tokens=400)
+    moe = run_probe(text_runs / "moex", text_runs / "out-moex", conllu=conllu, concepts=concepts,
+                    ks=(1, 2, 8), min_count=20, max_tokens=400)
+    assert dense["kinds"] == ["dense", "dense"] and moe["kinds"] == ["moe", "moe"]
+    for lay in moe["concepts"]["NOUN"]["layers"]:
+        assert len(lay["experts_probed"]) + len(lay["skipped_experts"]) == 8
+    for res, out in ((dense, "out-gelu"), (moe, "out-moex")):
+        assert (text_runs / out / "probe.png").exists() and "| NOUN |" in (text_runs / out / "probe.md").read_text()
+        assert 0 < res["summary"]["best"][8] <= 1
+    print((text_runs / "out-gelu" / "probe.md").read_text(), (text_runs / "out-moex" / "probe.md").read_text())
+    # the CLI: parsing and messages only
+    assert main(["probe", "--model", str(text_runs / "gelu"), "--regex", "the=the", "--out", str(text_runs / "x")]) == 2
+    assert "regex concepts need --texts" in capsys.readouterr().err
+    assert main(["probe", "--model", str(text_runs / "gelu"), "--conllu", conllu[0], "--layers", "7",
+                 "--out", str(text_runs / "x")]) == 2
+    assert "layer 7 out of range" in capsys.readouterr().err

@@ -45,13 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list:
     """Subcommand registrars of the other packages."""
+    from .analysis.cli import add_analysis_commands
     from .data.cli import add_data_commands
     from .eval.cli import add_eval_commands
     from .experiments.cli import add_experiment_commands
     from .interp.cli import add_interp_commands
     from .training.cli import add_train_commands
 
-    return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands]
+    return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands,
+            add_analysis_commands]
 
 
 CPU_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}  # libgomp (Linux torch) / LLVM and Intel OpenMP

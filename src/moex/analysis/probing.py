@@ -13,12 +13,14 @@ mean over experts are reported.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.text.concepts import ConceptSet
+from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, gpt2_offsets, read_conllu, regex_labels
+from ..errors import MoexError
 
 KS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -128,3 +130,132 @@ def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...
                 lp.experts[e] = k_sparse_probe(np.concatenate(xs), y, ks, seed)
         out.append(lp)
     return out
+
+
+def load_reader(path: str | Path, tokenizer: str = "auto") -> tuple[Any, Tokenize]:
+    """A reader and its tokenizer (token ids with start characters) for a moex run directory (GPT-2 BPE) or a
+    Hugging Face model directory (its own fast tokenizer; ``tokenizer="gpt2"``: moex's offline GPT-2 BPE)."""
+    from ..artifacts import CFG_JSON
+    from ..interp.experts import MoexReader
+    from ..interp.hf import HFModel
+    from ..model.gpt import GPT
+
+    path = Path(path)
+    if (path / CFG_JSON).exists():
+        model = GPT.from_pretrained(path)
+        if model.cfg.vocab_size < 50257:
+            raise MoexError(f"{path}: vocabulary {model.cfg.vocab_size} is not GPT-2's; probing reads text models")
+        return MoexReader(model), gpt2_offsets
+    hf = HFModel.from_pretrained(path)
+    if tokenizer == "gpt2":
+        return hf, gpt2_offsets
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise MoexError(f"{path}: no tokenizer ({str(e).splitlines()[0]}); pass --tokenizer gpt2") from None
+
+    def tokenize(text: str) -> tuple[list[int], list[int]]:
+        enc = tok(text, return_offsets_mapping=True, add_special_tokens=False)
+        return enc["input_ids"], [a for a, _ in enc["offset_mapping"]]
+
+    return hf, tokenize
+
+
+def run_probe(model: str | Path, out: str | Path, conllu: list[str] = (), regex: dict[str, str] | None = None,
+              texts: list[str] = (), concepts: list[str] | None = None, layers: list[int] | None = None,
+              ks: tuple[int, ...] = KS, min_count: int = 50, max_tokens: int = 5000, tokenizer: str = "auto",
+              seed: int = 42) -> dict[str, Any]:
+    """What ``moex probe`` does: build the concept sets (POS tags of CoNLL-U files, regexes over text
+    files), probe every concept at ``layers`` (default: all), write ``probe.json``, ``probe.md`` and
+    ``probe.png`` (F1 against k) into ``out``."""
+    from ..artifacts import write_json
+
+    reader, tokenize = load_reader(model, tokenizer)
+    labelled = [s for f in conllu for s in read_conllu(f)]
+    if regex:
+        docs = [Path(t).read_text(errors="replace") for t in texts]
+        if not docs:
+            raise MoexError("regex concepts need --texts (plain text or code files)")
+        labelled += regex_labels(docs, regex)
+    if not labelled:
+        raise MoexError("no concept source: give --conllu files and/or --regex NAME=PATTERN with --texts")
+    sets = concept_sets(labelled, tokenize, concepts, max_tokens=max_tokens, seed=seed)
+    layers = list(range(reader.n_layers)) if layers is None else [reader.check_layer(i) for i in layers]
+    results: dict[str, Any] = {"model": str(model), "reader": reader.name, "ks": list(ks), "min_count": min_count,
+                               "layers": layers, "kinds": [reader.kinds[i] for i in layers], "concepts": {}}
+    for name, cs in sets.items():
+        probes = probe_concept(reader, cs, layers, ks, min_count, seed)
+        results["concepts"][name] = {
+            "positives": cs.n_positive, "negatives": cs.n_negative,
+            "layers": [{"layer": p.layer, "kind": p.kind, "best": {k: p.best(k) for k in ks},
+                        "mean_over_experts": {k: p.mean(k) for k in ks}, "skipped_experts": p.skipped,
+                        "experts_probed": sorted(p.experts)} for p in probes]}
+    results["summary"] = summarize_probes(results)
+    out = Path(out)
+    write_json(out / "probe.json", results)
+    (out / "probe.md").write_text(format_probes(results))
+    plot_probes(results, out / "probe.png")
+    return results
+
+
+def summarize_probes(results: dict[str, Any]) -> dict[str, Any]:
+    """Per k: the mean over concepts of the best layer's F1, for the reference's number (max over experts)
+    and for the mean over experts."""
+    out: dict[str, Any] = {}
+    for key in ("best", "mean_over_experts"):
+        per_k = {}
+        for k in results["ks"]:
+            vals = []
+            for c in results["concepts"].values():
+                layer_vals = [lay[key][k] for lay in c["layers"] if lay[key].get(k) is not None]
+                if layer_vals:
+                    vals.append(max(layer_vals))
+            per_k[k] = float(np.mean(vals)) if vals else None
+        out[key] = per_k
+    return out
+
+
+def format_probes(results: dict[str, Any]) -> str:
+    ks = results["ks"]
+    lines = [f"# k-sparse probing: {results['reader']}\n",
+             "F1 of the best layer per concept; MoE layers: the reference's max over experts / the mean over "
+             f"experts (an expert with fewer than {results['min_count']} positives or negatives is skipped).\n",
+             "| concept | pos | neg | " + " | ".join(f"k={k}" for k in ks) + " | skipped (layer:experts) |",
+             "|---|---|---|" + "---|" * len(ks) + "---|"]
+    for name, c in results["concepts"].items():
+        cells = []
+        for k in ks:
+            best = [lay["best"][k] for lay in c["layers"] if lay["best"].get(k) is not None]
+            mean = [lay["mean_over_experts"][k] for lay in c["layers"] if lay["mean_over_experts"].get(k) is not None]
+            cells.append("-" if not best else f"{max(best):.3f}" if max(best) == max(mean) else
+                         f"{max(best):.3f} / {max(mean):.3f}")
+        skipped = ", ".join(f"{lay['layer']}:{len(lay['skipped_experts'])}" for lay in c["layers"]
+                            if lay["skipped_experts"])
+        lines.append(f"| {name} | {c['positives']} | {c['negatives']} | " + " | ".join(cells) + f" | {skipped} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_probes(results: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ks = results["ks"]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for key, label in (("best", "best layer (MoE: max over experts)"), ("mean_over_experts", "MoE: mean over experts")):
+        ys = [results["summary"][key][k] for k in ks]
+        ax.plot(ks, [float("nan") if y is None else y for y in ys], "o-", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (neurons in the probe)")
+    ax.set_ylabel("mean F1 over concepts")
+    ax.set_title(results["reader"], fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

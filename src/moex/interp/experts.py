@@ -176,3 +176,41 @@ class MoexReader:
             raise MoexError(f"site {spec!r}: the expert reader offers the site 'mlp' (use site_for(GPT, ...) "
                             "for resid and sae:DIR)")
         return ReaderSite(self, self.check_layer(default_layer(self.model) if layer is None else layer))
+
+
+@dataclass
+class ExpertWindows:
+    """Per expert, its top-scoring windows: a window's score is its max expert-level activation."""
+
+    windows: Tensor  # (W, T) token ids of every window read
+    scores: Tensor  # (W, E) max over the window's tokens
+    top: dict[int, list[int]]  # expert -> window indices, best first
+    activations: dict[int, Tensor]  # expert -> (len(top), T) per-token activation of its top windows
+
+
+@torch.no_grad()
+def top_windows(reader: Any, documents: list[list[int]], layer: int, window: int = 32, top: int = 40,
+                batch: int = 16, seed: int = 0) -> ExpertWindows:
+    """One random ``window``-token window per document long enough (the reference's sampling, no BOS),
+    scored for every expert of ``layer`` by its max expert-level activation; the ``top`` best per expert."""
+    reader.check_layer(layer)
+    if reader.kinds[layer] != "moe":
+        raise MoexError(f"layer {layer} of {reader.name} is not an MoE layer")
+    g = torch.Generator().manual_seed(seed)
+    wins = []
+    for doc in documents:
+        if len(doc) >= window:
+            start = int(torch.randint(len(doc) - window + 1, (1,), generator=g))
+            wins.append(doc[start:start + window])
+    if not wins:
+        raise MoexError(f"no document has {window} tokens")
+    windows = torch.tensor(wins)
+    acts = []
+    for lo in range(0, len(windows), batch):
+        chunk = windows[lo:lo + batch]
+        acts.append(reader.capture(chunk, layer).expert_activation().reshape(len(chunk), window, -1).cpu())
+    act = torch.cat(acts)  # (W, T, E)
+    scores = act.amax(dim=1)
+    order = scores.argsort(dim=0, descending=True)[:top]  # (top, E)
+    top_idx = {e: order[:, e].tolist() for e in range(scores.shape[1])}
+    return ExpertWindows(windows, scores, top_idx, {e: act[idx, :, e] for e, idx in top_idx.items()})

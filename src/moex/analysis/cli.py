@@ -1,0 +1,40 @@
+"""``moex probe``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import MoexError
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from .probing import run_probe
+
+    regex = {}
+    for item in args.regex or []:
+        name, eq, pattern = item.partition("=")
+        if not eq or not name:
+            raise MoexError(f"--regex {item!r}: expected NAME=PATTERN")
+        regex[name] = pattern
+    res = run_probe(args.model, args.out, conllu=args.conllu or [], regex=regex or None,
+                    texts=args.texts or [], concepts=args.concepts, layers=args.layers, min_count=args.min_count,
+                    max_tokens=args.max_tokens, tokenizer=args.tokenizer)
+    s = res["summary"]
+    print(" ".join(f"k={k}: {v:.3f}" for k, v in s["best"].items() if v is not None)
+          + f" (mean best-layer F1 over {len(res['concepts'])} concepts) -> {args.out}")
+
+
+def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="k-sparse probing of dense vs expert neurons (The Expert Strikes Back)")
+    p.add_argument("--model", required=True, help="moex run directory (text model) or Hugging Face model directory")
+    p.add_argument("--conllu", nargs="+", help="Universal Dependencies .conllu files: part-of-speech concepts")
+    p.add_argument("--regex", nargs="+", metavar="NAME=PATTERN", help="regex concepts over --texts")
+    p.add_argument("--texts", nargs="+", help="plain text or code files for the regex concepts")
+    p.add_argument("--concepts", nargs="+", help="only these concepts (e.g. NOUN VERB)")
+    p.add_argument("--layers", nargs="+", type=int, help="layers to probe (default: all)")
+    p.add_argument("--min-count", type=int, default=50, help="skip an expert with fewer positives or negatives")
+    p.add_argument("--max-tokens", type=int, default=5000, help="probe tokens per concept")
+    p.add_argument("--tokenizer", choices=["auto", "gpt2"], default="auto",
+                   help="auto: the model's own (moex text runs: GPT-2 BPE); gpt2: moex's offline GPT-2 BPE")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_probe)
