@@ -1,0 +1,70 @@
+"""Sampling a feature's examples for explanation and scoring (METHODS sec 6), with delphi's faults fixed.
+
+From every window (32 tokens) of a corpus and one feature's activation at each token:
+- activating windows: the feature is non-zero somewhere in the window;
+- explainer set: ``n_explain`` activating windows drawn at random;
+- test set: from the activating windows NOT in the explainer set (disjoint, unlike delphi), ``per_decile``
+  from each of ``n_deciles`` deciles of the windows' max activation (equal-count slices of the sorted
+  maxima, decile 0 the weakest), drawn at random;
+- non-activating set: ``n_negative`` windows where the feature is zero everywhere, drawn without
+  replacement (delphi draws with replacement).
+A feature with fewer than ``min_activating`` activating windows, or too few non-activating ones, is
+skipped with the reason recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Window:
+    index: int  # window index in the corpus
+    tokens: np.ndarray  # (T,) token ids
+    acts: np.ndarray  # (T,) the feature's activation
+    decile: int = -1  # test windows: decile of the max activation; -1: explainer or non-activating
+
+    @property
+    def max_act(self) -> float:
+        return float(self.acts.max())
+
+
+@dataclass
+class FeatureExamples:
+    feature: int
+    explain: list[Window] = field(default_factory=list)
+    test: list[Window] = field(default_factory=list)
+    non_activating: list[Window] = field(default_factory=list)
+    skipped: str = ""  # the reason, when the feature cannot be scored
+
+
+def sample_examples(feature: int, tokens: np.ndarray, acts: np.ndarray, n_explain: int = 20, per_decile: int = 10,
+                    n_deciles: int = 10, n_negative: int = 100, min_activating: int | None = None,
+                    seed: int = 0) -> FeatureExamples:
+    """``tokens`` (W, T) and ``acts`` (W, T): every window of the corpus and the feature's activations."""
+    rng = np.random.default_rng([seed, feature])
+    out = FeatureExamples(feature)
+    maxima = acts.max(axis=1)
+    active = np.flatnonzero(maxima > 0)
+    inactive = np.flatnonzero((acts == 0).all(axis=1))
+    need = min_activating if min_activating is not None else n_explain + n_deciles
+    if len(active) < need:
+        out.skipped = f"{len(active)} activating windows, fewer than {need}"
+        return out
+    if len(inactive) < n_negative:
+        out.skipped = f"{len(inactive)} non-activating windows, fewer than {n_negative}"
+        return out
+    explain = rng.choice(active, size=min(n_explain, len(active) - n_deciles), replace=False)
+    rest = np.setdiff1d(active, explain)
+    ranked = rest[np.argsort(maxima[rest], kind="stable")]
+    test = []
+    for d, chunk in enumerate(np.array_split(ranked, n_deciles)):
+        picked = rng.choice(chunk, size=min(per_decile, len(chunk)), replace=False)
+        test += [(int(i), d) for i in picked]
+    negatives = rng.choice(inactive, size=n_negative, replace=False)
+    out.explain = [Window(int(i), tokens[i], acts[i]) for i in explain]
+    out.test = [Window(i, tokens[i], acts[i], d) for i, d in test]
+    out.non_activating = [Window(int(i), tokens[i], acts[i]) for i in negatives]
+    return out

@@ -1,0 +1,59 @@
+"""Detection and fuzzing scores of one explanation: examples shuffled, shown ``per_prompt`` at a time,
+requests run concurrently (bounded), every reply parsed on its own; an unreadable reply fails only its
+own examples, which are counted (``Answer.prediction`` None) and reported beside every metric."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+
+from .examples import FeatureExamples, Window
+from .metrics import Answer
+from .parse import parse_binary_list
+from .prompts import Decode, activation_mask, detection_messages, fuzzing_messages, marked_text
+
+
+class LLM(Protocol):
+    def complete(self, messages: list[dict[str, str]]) -> str: ...
+
+
+def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str, per_prompt: int,
+         concurrency: int, seed: int) -> tuple[list[Answer], Counter]:
+    order = np.random.default_rng(seed).permutation(len(items))
+    batches = [[items[i] for i in order[lo:lo + per_prompt]] for lo in range(0, len(order), per_prompt)]
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        replies = list(pool.map(lambda b: llm.complete(build(explanation, [t for _, _, t in b])), batches))
+    answers, failures = [], Counter()
+    for batch, reply in zip(batches, replies):
+        parsed = parse_binary_list(reply, len(batch))
+        if parsed.values is None:
+            failures[parsed.error] += len(batch)
+        for j, (w, label, _) in enumerate(batch):
+            answers.append(Answer(label, w.decile if label else -1, None if parsed.values is None else parsed.values[j]))
+    return answers, failures
+
+
+def detection(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, per_prompt: int = 5,
+              concurrency: int = 4, seed: int = 0) -> tuple[list[Answer], Counter]:
+    """Does the feature fire in this window? Test windows (label 1) and non-activating ones (label 0)."""
+    items = [(w, 1, marked_text(w.tokens, decode, np.zeros(len(w.tokens), bool))) for w in ex.test]
+    items += [(w, 0, marked_text(w.tokens, decode, np.zeros(len(w.tokens), bool))) for w in ex.non_activating]
+    return _run(llm, items, detection_messages, explanation, per_prompt, concurrency, seed)
+
+
+def fuzzing(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, per_prompt: int = 5,
+            concurrency: int = 4, seed: int = 0) -> tuple[list[Answer], Counter]:
+    """Are the marked tokens the activating ones? Test windows marked where the feature fires (label 1);
+    non-activating windows marked at as many random tokens as a test window has on average (label 0)."""
+    rng = np.random.default_rng([seed, ex.feature])
+    masks = [activation_mask(w.acts) for w in ex.test]
+    n_marked = max(1, int(round(np.mean([m.sum() for m in masks])))) if masks else 1
+    items = [(w, 1, marked_text(w.tokens, decode, m)) for w, m in zip(ex.test, masks)]
+    for w in ex.non_activating:
+        m = np.zeros(len(w.tokens), bool)
+        m[rng.choice(len(w.tokens), size=min(n_marked, len(w.tokens)), replace=False)] = True
+        items.append((w, 0, marked_text(w.tokens, decode, m)))
+    return _run(llm, items, fuzzing_messages, explanation, per_prompt, concurrency, seed)

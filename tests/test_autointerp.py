@@ -1,0 +1,127 @@
+"""Automated interpretability stages: the sampler, the reply parser, the scorer's failure accounting and
+the metrics, against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from moex.autointerp.examples import sample_examples
+from moex.autointerp.metrics import Answer, binary_metrics, decile_table, wilson
+from moex.autointerp.parse import parse_binary_list
+from moex.autointerp.prompts import activation_mask, explainer_messages, read_explanation
+from moex.autointerp.scoring import detection, fuzzing
+
+
+def corpus(w=600, t=8, active=300, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 50, (w, t))
+    acts = np.zeros((w, t))
+    on = rng.choice(w, active, replace=False)
+    acts[on, rng.integers(0, t, active)] = rng.random(active) + 0.01
+    acts[on[:active // 6], 0] += 0.5 * rng.random(active // 6)  # some windows with two active tokens
+    return tokens, acts
+
+
+def test_sampler_sets_are_disjoint_stratified_and_truly_inactive():
+    tokens, acts = corpus()
+    ex = sample_examples(3, tokens, acts, n_explain=20, per_decile=10, n_deciles=10, n_negative=100)
+    assert not ex.skipped and len(ex.explain) == 20 and len(ex.test) == 100 and len(ex.non_activating) == 100
+    explain, test = {w.index for w in ex.explain}, {w.index for w in ex.test}
+    assert not explain & test and len(test) == 100  # disjoint, no repeats
+    assert all(acts[i].max() > 0 for i in explain | test)
+    neg = [w.index for w in ex.non_activating]
+    assert len(set(neg)) == 100 and all((acts[i] == 0).all() for i in neg)  # without replacement, never active
+    # exact decile stratification: brute force over the activating windows left after the explainer draw
+    rest = sorted((i for i in np.flatnonzero(acts.max(1) > 0) if i not in explain), key=lambda i: (acts[i].max(), i))
+    slices = np.array_split(np.array(rest), 10)
+    for w in ex.test:
+        assert w.index in slices[w.decile]
+    assert [sum(w.decile == d for w in ex.test) for d in range(10)] == [10] * 10
+
+
+def test_sampler_skips_and_says_why():
+    tokens, acts = corpus(active=25)
+    ex = sample_examples(0, tokens, acts, n_explain=20, n_deciles=10)
+    assert ex.skipped == "25 activating windows, fewer than 30" and not ex.test
+    tokens, acts = corpus(w=330, active=300)
+    assert sample_examples(0, tokens, acts).skipped == "30 non-activating windows, fewer than 100"
+
+
+@pytest.mark.parametrize("reply,error", [
+    ("The neuron fires in the first and third example.", "prose"),
+    ("[1, 0, 1]", "short list"),
+    ("[1, 0, 1, 0, 0, 1]", "long list"),
+    ("[1, 0, 2, 0, 1]", "non-binary"),
+    ("[yes, no, yes, no, no]", "not a list"),
+    ("[true, false, true, false, false]", "non-binary"),
+])
+def test_each_malformed_reply_is_named(reply, error):
+    parsed = parse_binary_list(reply, 5)
+    assert parsed.values is None and parsed.error == error
+
+
+def test_a_good_reply_inside_prose():
+    assert parse_binary_list("Sure! Here it is: [1, 0, 0, 1, 1] -- done", 5).values == [1, 0, 0, 1, 1]
+
+
+class ScriptedReplies:
+    """Answers in turn from a script: what a real endpoint's malformed replies look like to the parser."""
+
+    def __init__(self, replies):
+        self.replies, self.calls = list(replies), 0
+
+    def complete(self, messages):
+        reply = self.replies[self.calls % len(self.replies)]
+        self.calls += 1
+        return reply
+
+
+def test_a_malformed_reply_fails_only_its_own_examples():
+    tokens, acts = corpus()
+    ex = sample_examples(1, tokens, acts, n_explain=20, per_decile=2, n_deciles=10, n_negative=20)
+    llm = ScriptedReplies(["[1, 1, 1, 1, 1]", "no idea", "[1, 0]", "[0, 0, 0, 0, 0]"])
+    answers, failures = detection(llm, "digits", ex, decode=str, per_prompt=5, concurrency=1)
+    assert len(answers) == 40 and llm.calls == 8
+    assert failures == {"prose": 10, "short list": 10}
+    assert sum(a.prediction is None for a in answers) == 20
+    m = binary_metrics(answers)
+    assert m["failed"] == 20 and m["n"] == 20
+    answers, failures = fuzzing(ScriptedReplies(["[1, 0, 1, 0, 1]"]), "digits", ex, decode=str, concurrency=2)
+    assert not failures and len(answers) == 40
+
+
+def test_metrics_against_hand_computed_values():
+    answers = [Answer(1, 0, 1), Answer(1, 0, 0), Answer(1, 9, 1), Answer(1, 9, None),
+               Answer(0, -1, 0), Answer(0, -1, 0), Answer(0, -1, 1), Answer(0, -1, None)]
+    m = binary_metrics(answers)
+    # ok: (1,1) (1,0) (1,1) (0,0) (0,0) (0,1): tp 2, fn 1, tn 2, fp 1
+    assert m["n"] == 6 and m["failed"] == 2
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3) and m["f1"] == pytest.approx(2 / 3)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+    table = decile_table(answers, n_deciles=10)
+    assert table["0"]["accuracy"] == 0.5 and table["0"]["n"] == 2
+    assert table["9"]["accuracy"] == 1.0 and table["9"]["failed"] == 1
+    assert table["not"]["accuracy"] == pytest.approx(2 / 3) and table["5"]["accuracy"] is None
+    # Wilson interval, by its formula
+    p, n, z = 4 / 6, 6, 1.959963984540054
+    lo = (p + z * z / 12 - z * math.sqrt(p * (1 - p) / 6 + z * z / 144)) / (1 + z * z / 6)
+    assert wilson(4, 6)[0] == pytest.approx(lo) and m["accuracy_ci95"][0] == pytest.approx(lo)
+    from sklearn.metrics import roc_auc_score
+
+    probs = [Answer(1, 0, 1, 0.9), Answer(1, 0, 0, 0.4), Answer(0, -1, 0, 0.3), Answer(0, -1, 1, 0.6)]
+    assert binary_metrics(probs)["auc"] == pytest.approx(roc_auc_score([1, 1, 0, 0], [0.9, 0.4, 0.3, 0.6]))
+
+
+def test_explainer_prompt_and_reading_the_explanation():
+    tokens, acts = corpus()
+    ex = sample_examples(2, tokens, acts, n_explain=3, n_deciles=2, per_decile=1, n_negative=10)
+    msgs = explainer_messages(ex.explain, decode=lambda t: f" t{t}")
+    w = ex.explain[0]
+    marked = activation_mask(w.acts)
+    assert msgs[1]["content"].count("<<") == sum(activation_mask(x.acts).sum() for x in ex.explain)
+    assert f"<< t{int(w.tokens[marked.argmax()])}>>" in msgs[1]["content"] and ", 10)" in msgs[1]["content"]
+    assert read_explanation("Thinking...\n[EXPLANATION]: numbers after an equals sign\n") == \
+        "numbers after an equals sign"
+    assert read_explanation("The tokens are all dates.") == "The tokens are all dates."
