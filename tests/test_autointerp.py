@@ -105,7 +105,7 @@ def test_metrics_against_hand_computed_values():
     assert table["9"]["accuracy"] == 1.0 and table["9"]["failed"] == 1
     assert table["not"]["accuracy"] == pytest.approx(2 / 3) and table["5"]["accuracy"] is None
     # Wilson interval, by its formula
-    p, n, z = 4 / 6, 6, 1.959963984540054
+    p, z = 4 / 6, 1.959963984540054
     lo = (p + z * z / 12 - z * math.sqrt(p * (1 - p) / 6 + z * z / 144)) / (1 + z * z / 6)
     assert wilson(4, 6)[0] == pytest.approx(lo) and m["accuracy_ci95"][0] == pytest.approx(lo)
     from sklearn.metrics import roc_auc_score
