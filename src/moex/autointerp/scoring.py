@@ -13,7 +13,7 @@ import numpy as np
 from .examples import FeatureExamples, Window
 from .metrics import Answer
 from .parse import parse_binary_list
-from .prompts import Decode, activation_mask, detection_messages, fuzzing_messages, marked_text
+from .prompts import Decode, activation_mask, detection_messages, fuzzing_messages, marked_text, single_messages
 
 
 class LLM(Protocol):
@@ -21,7 +21,13 @@ class LLM(Protocol):
 
 
 def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str, per_prompt: int,
-         concurrency: int, seed: int) -> tuple[list[Answer], Counter]:
+         concurrency: int, seed: int, mode: str = "list") -> tuple[list[Answer], Counter]:
+    if mode == "probability":
+        kind = "detection" if build is detection_messages else "fuzzing"
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            probs = list(pool.map(lambda it: llm.yes_probability(single_messages(kind, explanation, it[2])), items))
+        return [Answer(label, w.decile if label else -1, int(p > 0.5), p)
+                for (w, label, _), p in zip(items, probs)], Counter()
     order = np.random.default_rng(seed).permutation(len(items))
     batches = [[items[i] for i in order[lo:lo + per_prompt]] for lo in range(0, len(order), per_prompt)]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -36,16 +42,26 @@ def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str
     return answers, failures
 
 
+def scoring_mode(llm: LLM, mode: str = "auto") -> str:
+    """``list`` (a 0/1 list per prompt of several examples, parsed) or ``probability`` (one example per prompt,
+    P("1") against P("0") of the next token: needs ``llm.yes_probability``); ``auto`` prefers the latter."""
+    if mode == "auto":
+        return "probability" if hasattr(llm, "yes_probability") else "list"
+    if mode == "probability" and not hasattr(llm, "yes_probability"):
+        raise ValueError(f"{getattr(llm, 'name', llm)} gives no token probabilities: use the list scorer")
+    return mode
+
+
 def detection(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, per_prompt: int = 5,
-              concurrency: int = 4, seed: int = 0) -> tuple[list[Answer], Counter]:
+              concurrency: int = 4, seed: int = 0, mode: str = "list") -> tuple[list[Answer], Counter]:
     """Does the feature fire in this window? Test windows (label 1) and non-activating ones (label 0)."""
     items = [(w, 1, marked_text(w.tokens, decode, np.zeros(len(w.tokens), bool))) for w in ex.test]
     items += [(w, 0, marked_text(w.tokens, decode, np.zeros(len(w.tokens), bool))) for w in ex.non_activating]
-    return _run(llm, items, detection_messages, explanation, per_prompt, concurrency, seed)
+    return _run(llm, items, detection_messages, explanation, per_prompt, concurrency, seed, mode)
 
 
 def fuzzing(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, per_prompt: int = 5,
-            concurrency: int = 4, seed: int = 0) -> tuple[list[Answer], Counter]:
+            concurrency: int = 4, seed: int = 0, mode: str = "list") -> tuple[list[Answer], Counter]:
     """Are the marked tokens the activating ones? Test windows marked where the feature fires (label 1);
     non-activating windows marked at as many random tokens as a test window has on average (label 0)."""
     rng = np.random.default_rng([seed, ex.feature])
@@ -56,4 +72,4 @@ def fuzzing(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, per
         m = np.zeros(len(w.tokens), bool)
         m[rng.choice(len(w.tokens), size=min(n_marked, len(w.tokens)), replace=False)] = True
         items.append((w, 0, marked_text(w.tokens, decode, m)))
-    return _run(llm, items, fuzzing_messages, explanation, per_prompt, concurrency, seed)
+    return _run(llm, items, fuzzing_messages, explanation, per_prompt, concurrency, seed, mode)

@@ -1,0 +1,48 @@
+"""``moex autointerp`` and ``moex autointerp compare DIR...``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cliutil import add_settings, settings_of
+from ..errors import MoexError
+
+
+def cmd_autointerp(args: argparse.Namespace) -> None:
+    from .pipeline import compare, run_autointerp
+
+    if args.settings and args.settings[0] == "compare":
+        if len(args.settings) < 2:
+            raise MoexError("usage: moex autointerp compare DIR [DIR ...] [--out DIR]")
+        print(compare(args.settings[1:], args.out))
+        return
+    if not (args.checkpoint and args.data and args.llm and args.out):
+        raise MoexError("--checkpoint, --data, --llm and --out are required")
+    from .llm import load_llm
+    from .pipeline import AutointerpConfig, load_model_or_reader
+
+    cfg = AutointerpConfig.from_dict(settings_of(args), "autointerp settings")
+    model = load_model_or_reader(args.checkpoint)
+    llm = load_llm(args.llm, cache_dir=f"{args.out}/llm-cache")
+    s = run_autointerp(model, args.data, args.out, llm, layer=args.layer, site=args.site, n_features=args.features,
+                       feature_ids=args.feature_ids, cfg=cfg, device=args.device)
+    print(f"{s['features_scored']} features scored ({len(s['features_skipped'])} skipped): detection accuracy "
+          f"{s['detection']['accuracy']:.3f}, fuzzing {s['fuzzing']['accuracy']:.3f}, "
+          f"{s['detection']['failed'] + s['fuzzing']['failed']} unreadable answers -> {args.out}")
+
+
+def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("autointerp", help="explain and score features with an LLM (detection, fuzzing); "
+                                          "'compare DIR...' puts runs side by side")
+    p.add_argument("--checkpoint", help="moex run directory or Hugging Face model directory")
+    p.add_argument("--data", nargs="+", help="text files or a `moex data text build` directory")
+    p.add_argument("--layer", type=int)
+    p.add_argument("--site", default="mlp", help="mlp, resid or sae:DIR")
+    p.add_argument("--features", type=int, default=10, help="random features to explain")
+    p.add_argument("--feature-ids", nargs="+", type=int)
+    p.add_argument("--llm", help="openai:URL:MODEL (key from $OPENAI_API_KEY) or local:PATH (local:smollm2)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out")
+    add_settings(p, "autointerp keys: window, n_explain, per_decile, n_deciles, n_negative, per_prompt, "
+                    "concurrency, max_tokens, rule (nonzero|topk:K|auto), bos, seed; or: compare DIR [DIR ...]")
+    p.set_defaults(func=cmd_autointerp)

@@ -1,0 +1,214 @@
+"""``moex autointerp``: cache -> sample -> explain -> score (detection, fuzzing) -> per-feature JSON, a
+summary table and the Fig. 8-style plot (accuracy per activation decile and on non-activating windows).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..artifacts import write_json
+from ..config import Config
+from ..errors import MoexError
+from .cache import cache_activations, corpus_rows
+from .examples import sample_examples
+from .metrics import binary_metrics, decile_table
+from .prompts import explainer_messages, read_explanation
+from .scoring import detection, fuzzing, scoring_mode
+
+
+@dataclass
+class AutointerpConfig(Config):
+    label: ClassVar[str] = "autointerp"
+
+    window: int = 32
+    n_explain: int = 20
+    per_decile: int = 10
+    n_deciles: int = 10
+    n_negative: int = 100
+    per_prompt: int = 5
+    concurrency: int = 4
+    max_tokens: int = 200_000  # corpus tokens cached
+    rule: str = "auto"  # nonzero | topk:K | auto (topk:32 when the site is dense)
+    scorer: str = "auto"  # list | probability | auto (probability when the backend gives token probabilities)
+    bos: bool = True
+    seed: int = 0
+
+
+def load_model_or_reader(path: str | Path) -> Any:
+    """A moex run directory (``GPT``; a GPT-2 Hugging Face directory loads the same way) or another Hugging
+    Face model directory (``interp.hf.HFModel``)."""
+    from ..artifacts import CFG_JSON
+    from ..interp.hf import HFModel
+    from ..model.gpt import GPT
+    from ..model.hf import is_hf_gpt2
+
+    p = Path(path)
+    if (p / CFG_JSON).exists() or is_hf_gpt2(p) and '"gpt2"' in (p / "config.json").read_text():
+        return GPT.from_pretrained(p)
+    return HFModel.from_pretrained(p)
+
+
+def load_text_tokens(data: list[str], max_tokens: int) -> list[int]:
+    """GPT-2 tokens of text files, or of a ``moex data text build`` directory's validation shards."""
+    from ..data.loader import BlockData
+    from ..data.text.tokenizer import EOT, encode
+
+    out: list[int] = []
+    for d in data:
+        p = Path(d)
+        if (p / "meta.json").exists():
+            blocks = BlockData(p)
+            n = min(blocks.n_blocks("val"), max_tokens // blocks.block + 1)
+            out += np.asarray(blocks.splits["val"][np.arange(n)]).reshape(-1).tolist()
+        elif p.is_file():
+            out += [EOT] + encode(p.read_text(errors="replace"))
+        else:
+            raise MoexError(f"{d}: neither a text file nor a data directory (meta.json)")
+        if len(out) >= max_tokens:
+            break
+    return out[:max_tokens]
+
+
+def choose_rule(site, rows: list[list[int]], device: str) -> str:
+    from ..interp.sites import collect
+
+    feats = next(collect(site, rows[:2], batch=2, device=device)).features
+    return "topk:32" if (feats == 0).float().mean() < 0.01 else "nonzero"
+
+
+def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer: int | None = None,
+                   site: str = "mlp", n_features: int = 10, feature_ids: list[int] | None = None,
+                   cfg: AutointerpConfig | None = None, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Explain and score features of ``model`` (a moex GPT or a reader) at ``site``/``layer`` with ``llm``."""
+    from ..data.text.tokenizer import EOT, decode
+    from ..interp.sites import site_for
+
+    cfg = cfg or AutointerpConfig()
+    out = Path(out)
+    s = site_for(model, site, layer)
+    ctx = getattr(getattr(model, "cfg", None), "ctx", 256)
+    rows = corpus_rows(load_text_tokens(data, cfg.max_tokens), min(ctx, 256), EOT if cfg.bos else None)
+    if not rows:
+        raise MoexError(f"{', '.join(data)}: fewer tokens than one row of {min(ctx, 256)}")
+    rule = choose_rule(s, rows, device) if cfg.rule == "auto" else cfg.rule
+    rng = np.random.default_rng(cfg.seed)
+    if feature_ids is None:
+        feature_ids = sorted(rng.choice(s.width, size=min(n_features, s.width), replace=False).tolist())
+    bad = [f for f in feature_ids if not 0 <= f < s.width]
+    if bad:
+        raise MoexError(f"feature ids {bad} out of range: the site has {s.width} features")
+    cache = cache_activations(s, rows, feature_ids, out / "cache", rule=rule, device=device, progress=progress)
+    mode = scoring_mode(llm, cfg.scorer)
+    tok_text = lambda t: decode([t])  # noqa: E731
+    results, skipped, all_det, all_fuzz = [], {}, [], []
+    for f in feature_ids:
+        tokens, acts = cache.windows(f, cfg.window)
+        ex = sample_examples(f, tokens, acts, cfg.n_explain, cfg.per_decile, cfg.n_deciles, cfg.n_negative,
+                             seed=cfg.seed)
+        if ex.skipped:
+            skipped[f] = ex.skipped
+            continue
+        reply = llm.complete(explainer_messages(ex.explain, tok_text))
+        explanation = read_explanation(reply)
+        det, det_fail = detection(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
+        fuz, fuz_fail = fuzzing(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
+        all_det += det
+        all_fuzz += fuz
+        rec = {"feature": f, "explanation": explanation, "explainer_reply": reply,
+               "detection": {**binary_metrics(det), "failures": dict(det_fail), "deciles": decile_table(det, cfg.n_deciles)},
+               "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
+               "examples": {"explain": [w.index for w in ex.explain], "test": [[w.index, w.decile] for w in ex.test],
+                            "non_activating": [w.index for w in ex.non_activating]}}
+        write_json(out / "features" / f"{f}.json", rec)
+        results.append(rec)
+    summary = {"model": getattr(model, "name", type(model).__name__), "site": s.name, "layer": s.layer,
+               "llm": getattr(llm, "name", type(llm).__name__), "activation_rule": rule, "scorer": mode,
+               "config": asdict(cfg),
+               "features_scored": len(results), "features_skipped": skipped, "rows": len(rows),
+               "detection": {**binary_metrics(all_det), "deciles": decile_table(all_det, cfg.n_deciles)},
+               "fuzzing": binary_metrics(all_fuzz),
+               "per_feature": [{"feature": r["feature"], "explanation": r["explanation"],
+                                "detection_accuracy": r["detection"]["accuracy"],
+                                "fuzzing_accuracy": r["fuzzing"]["accuracy"],
+                                "failed": r["detection"]["failed"] + r["fuzzing"]["failed"]} for r in results]}
+    write_json(out / "summary.json", summary)
+    (out / "summary.md").write_text(format_summary(summary))
+    plot_deciles({"this model": summary}, out / "deciles.png")
+    return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    d, fz = s["detection"], s["fuzzing"]
+    lines = [f"# Automated interpretability: {s['model']}, {s['site']} layer {s['layer']}\n",
+             f"LLM {s['llm']} ({s['scorer']} scorer); activating = {s['activation_rule']}; "
+             f"{s['features_scored']} features scored, "
+             f"{len(s['features_skipped'])} skipped.\n",
+             "| scorer | accuracy (95% CI) | balanced acc. | precision | recall | F1 | AUC | answered | failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in (("detection", d), ("fuzzing", fz)):
+        lo, hi = m["accuracy_ci95"]
+        lines.append(f"| {name} | {m['accuracy']:.3f} ({lo:.3f}-{hi:.3f}) | {m['balanced_accuracy']:.3f} | "
+                     f"{m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m.get('auc', float('nan')):.3f} | "
+                     f"{m['n']} | {m['failed']} |")
+    lines += ["", "Detection accuracy per activation decile (0 = weakest) and on non-activating windows:", "",
+              "| decile | n | accuracy | 95% CI | failed |", "|---|---|---|---|---|"]
+    for k, r in d["deciles"].items():
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        lines.append(f"| {k} | {r['n']} | {acc} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['failed']} |")
+    lines += ["", "| feature | explanation | detection | fuzzing | failed |", "|---|---|---|---|---|"]
+    lines += [f"| {p['feature']} | {p['explanation'][:80]} | {p['detection_accuracy']:.3f} | "
+              f"{p['fuzzing_accuracy']:.3f} | {p['failed']} |" for p in s["per_feature"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_deciles(summaries: dict[str, dict[str, Any]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, s) in enumerate(summaries.items()):
+        rows = s["detection"]["deciles"]
+        keys = list(rows)
+        acc = [np.nan if rows[k]["accuracy"] is None else rows[k]["accuracy"] for k in keys]
+        err = [[a - rows[k]["ci95"][0] if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)],
+               [rows[k]["ci95"][1] - a if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)]]
+        x = np.arange(len(keys)) + 0.8 * (i - (len(summaries) - 1) / 2) / max(1, len(summaries))
+        ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, label=name)
+        ax.set_xticks(np.arange(len(keys)), [("not" if k == "not" else str(int(k) + 1)) for k in keys])
+    ax.set_xlabel("activation decile (1 = weakest); not = non-activating windows")
+    ax.set_ylabel("detection accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def compare(dirs: list[str | Path], out: str | Path | None = None) -> str:
+    """Several runs side by side: a Markdown table and, with ``out``, the plot."""
+    summaries = {}
+    for d in dirs:
+        p = Path(d) / "summary.json"
+        if not p.exists():
+            raise MoexError(f"{p} not found: not a moex autointerp output directory")
+        summaries[str(d)] = json.loads(p.read_text())
+    lines = ["| run | site | features | detection acc. | fuzzing acc. | failed |", "|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        lines.append(f"| {name} | {s['site']} L{s['layer']} | {s['features_scored']} | "
+                     f"{s['detection']['accuracy']:.3f} | {s['fuzzing']['accuracy']:.3f} | "
+                     f"{s['detection']['failed'] + s['fuzzing']['failed']} |")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        plot_deciles(summaries, Path(out) / "deciles.png")
+        (Path(out) / "compare.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
