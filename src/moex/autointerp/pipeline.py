@@ -53,10 +53,32 @@ def load_model_or_reader(path: str | Path) -> Any:
     return HFModel.from_pretrained(p)
 
 
-def load_text_tokens(data: list[str], max_tokens: int) -> list[int]:
-    """GPT-2 tokens of text files, or of a ``moex data text build`` directory's validation shards."""
+def text_codec(model: Any) -> tuple[Any, Any, int | None]:
+    """(encode, decode one token, BOS id) for the model: GPT-2 BPE for moex models, the model's own
+    tokenizer for a Hugging Face directory."""
+    from ..data.text.tokenizer import EOT, decode, encode
+
+    path = getattr(model, "path", None)
+    if path is None:
+        return encode, lambda t: decode([t]), EOT
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise MoexError(f"{path}: no tokenizer to read the text with ({str(e).splitlines()[0]})") from None
+    return (lambda text: tok.encode(text, add_special_tokens=False)), (lambda t: tok.decode([t])), tok.bos_token_id
+
+
+def load_text_tokens(data: list[str], max_tokens: int, encode: Any = None, bos: int | None = None) -> list[int]:
+    """Tokens of text files (``encode``, default GPT-2 BPE; each file led by ``bos``), or of a ``moex data
+    text build`` directory's validation shards (GPT-2 tokens)."""
     from ..data.loader import BlockData
-    from ..data.text.tokenizer import EOT, encode
+    from ..data.text.tokenizer import EOT
+
+    if encode is None:
+        from ..data.text.tokenizer import encode
+        bos = EOT
 
     out: list[int] = []
     for d in data:
@@ -66,7 +88,7 @@ def load_text_tokens(data: list[str], max_tokens: int) -> list[int]:
             n = min(blocks.n_blocks("val"), max_tokens // blocks.block + 1)
             out += np.asarray(blocks.splits["val"][np.arange(n)]).reshape(-1).tolist()
         elif p.is_file():
-            out += [EOT] + encode(p.read_text(errors="replace"))
+            out += ([bos] if bos is not None else []) + encode(p.read_text(errors="replace"))
         else:
             raise MoexError(f"{d}: neither a text file nor a data directory (meta.json)")
         if len(out) >= max_tokens:
@@ -85,14 +107,15 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                    site: str = "mlp", n_features: int = 10, feature_ids: list[int] | None = None,
                    cfg: AutointerpConfig | None = None, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Explain and score features of ``model`` (a moex GPT or a reader) at ``site``/``layer`` with ``llm``."""
-    from ..data.text.tokenizer import EOT, decode
     from ..interp.sites import site_for
 
     cfg = cfg or AutointerpConfig()
     out = Path(out)
     s = site_for(model, site, layer)
+    encode, decode_one, bos = text_codec(model)
     ctx = getattr(getattr(model, "cfg", None), "ctx", 256)
-    rows = corpus_rows(load_text_tokens(data, cfg.max_tokens), min(ctx, 256), EOT if cfg.bos else None)
+    rows = corpus_rows(load_text_tokens(data, cfg.max_tokens, encode, bos), min(ctx, 256),
+                       bos if cfg.bos else None)
     if not rows:
         raise MoexError(f"{', '.join(data)}: fewer tokens than one row of {min(ctx, 256)}")
     rule = choose_rule(s, rows, device) if cfg.rule == "auto" else cfg.rule
@@ -104,7 +127,7 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
         raise MoexError(f"feature ids {bad} out of range: the site has {s.width} features")
     cache = cache_activations(s, rows, feature_ids, out / "cache", rule=rule, device=device, progress=progress)
     mode = scoring_mode(llm, cfg.scorer)
-    tok_text = lambda t: decode([t])  # noqa: E731
+    tok_text = decode_one
     results, skipped, all_det, all_fuzz = [], {}, [], []
     for f in feature_ids:
         tokens, acts = cache.windows(f, cfg.window)

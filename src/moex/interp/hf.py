@@ -64,6 +64,7 @@ class HFModel:
     def __init__(self, model: Any):
         self.model = model.eval()
         self.name = type(model).__name__
+        self.path: Path | None = None  # the directory it was loaded from (its tokenizer)
         if self.name == "GptOssForCausalLM":
             raise _unsupported(model, "gpt-oss experts (interleaved, clamped SwiGLU with biases) do not fit the "
                                       "fused experts layout")
@@ -78,7 +79,9 @@ class HFModel:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **kw)
         except (OSError, ValueError) as e:
             raise MoexError(f"{path}: cannot load a Hugging Face causal LM ({str(e).splitlines()[0]})") from None
-        return cls(model.to(device))
+        hf = cls(model.to(device))
+        hf.path = Path(path)
+        return hf
 
     @property
     def n_layers(self) -> int:
