@@ -245,3 +245,64 @@ def test_openai_compatible_endpoint_retries_and_caches(smollm2, tmp_path):
         assert llm.complete(msgs) == first and len(calls) == 2  # answered from the disk cache
     finally:
         server.shutdown()
+
+
+def test_bad_input(tmp_path):
+    pytest.importorskip("tiktoken")
+    from moex import GPT, MoexError, make_config
+    from moex.autointerp.llm import LLMError, OpenAIChat, load_llm
+    from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
+
+    with pytest.raises(LLMError, match=r"http://127.0.0.1:9/v1/chat/completions: .*refused"):
+        OpenAIChat("http://127.0.0.1:9/v1", "m", retries=1).complete([{"role": "user", "content": "hi"}])
+    with pytest.raises(LLMError, match="expected openai:URL:MODEL or local:PATH"):
+        load_llm("gpt4")
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny-lm", "moex", n_layer=1, ctx=64))
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat. " * 200)
+    llm = ScriptedReplies(["[EXPLANATION]: cats"])
+    cfg = AutointerpConfig(window=16)
+    with pytest.raises(MoexError, match="feature ids \\[99999\\] out of range: the site has 4096 features"):
+        run_autointerp(model, [str(text)], tmp_path / "o", llm, layer=0, feature_ids=[99999], cfg=cfg, progress=False)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(MoexError, match="fewer tokens than one row of 64"):
+        run_autointerp(model, [str(tmp_path / "empty.txt")], tmp_path / "o", llm, layer=0, cfg=cfg, progress=False)
+    with pytest.raises(MoexError, match="context 64 is shorter than the window of 128"):
+        run_autointerp(model, [str(text)], tmp_path / "o", llm, layer=0, cfg=AutointerpConfig(window=128),
+                       progress=False)
+    with pytest.raises(MoexError, match="unknown autointerp key"):
+        AutointerpConfig.from_dict({"windw": 3})
+
+
+def test_streamed_cache_windows_equal_the_dense_activations(tmp_path):
+    from moex import GPT, make_config
+    from moex.autointerp.cache import cache_activations, iter_rows
+    from moex.autointerp.examples import sample_from_stats
+    from moex.interp.sites import site_for
+
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny-lm", "moex", n_layer=1, ctx=64)).eval()
+    site = site_for(model, "mlp", layer=0)
+    rows = list(iter_rows(iter(torch.randint(0, 500, (63 * 21,)).tolist()), 64, 50256))
+    assert len(rows) == 21 and all(r[0] == 50256 and len(r) == 64 for r in rows)
+    feats = [3, 700, 4000]
+    cache = cache_activations(site, iter(rows), feats, tmp_path / "c", batch=4, progress=False)
+    assert cache.n_rows == 21 and len(cache.chunks()) == 6
+    with torch.no_grad():
+        dense = site.features(torch.tensor(rows))[..., feats].numpy()  # (21, 64, 3)
+    tok = np.array(rows)
+    for j, f in enumerate(feats):
+        acts = dense[..., j].reshape(-1, 16)  # 4 windows of 16 per row
+        maxima, nonzero = cache.window_stats(f, 16)
+        assert np.allclose(maxima, np.maximum(acts.max(1), 0), atol=1e-6) and (nonzero == (acts != 0).sum(1)).all()
+        idx = np.array([0, 5, 83, 42])
+        t, a = cache.load_windows(f, idx, 16)
+        assert (t == tok.reshape(-1, 16)[idx]).all() and np.allclose(a, acts[idx], atol=1e-6)
+    ex_a = sample_examples(700, tok.reshape(-1, 16), dense[..., 1].reshape(-1, 16), n_explain=3, per_decile=1,
+                           n_deciles=3, n_negative=2, min_activating=6)
+    m, nz = cache.window_stats(700, 16)
+    ex_b = sample_from_stats(700, m, nz, lambda i: cache.load_windows(700, i, 16), n_explain=3, per_decile=1,
+                             n_deciles=3, n_negative=2, min_activating=6)
+    assert ex_a.skipped == ex_b.skipped
+    assert [w.index for w in ex_a.test] == [w.index for w in ex_b.test]

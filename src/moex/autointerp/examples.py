@@ -44,11 +44,19 @@ def sample_examples(feature: int, tokens: np.ndarray, acts: np.ndarray, n_explai
                     n_deciles: int = 10, n_negative: int = 100, min_activating: int | None = None,
                     seed: int = 0) -> FeatureExamples:
     """``tokens`` (W, T) and ``acts`` (W, T): every window of the corpus and the feature's activations."""
+    return sample_from_stats(feature, acts.max(axis=1), (acts != 0).sum(axis=1), lambda idx: (tokens[idx], acts[idx]),
+                             n_explain, per_decile, n_deciles, n_negative, min_activating, seed)
+
+
+def sample_from_stats(feature: int, maxima: np.ndarray, nonzero: np.ndarray, load, n_explain: int = 20,
+                      per_decile: int = 10, n_deciles: int = 10, n_negative: int = 100,
+                      min_activating: int | None = None, seed: int = 0) -> FeatureExamples:
+    """The same from per-window statistics (max activation, count of non-zero tokens) and ``load(indices)
+    -> (tokens, acts)`` of the chosen windows only: what the streamed cache gives."""
     rng = np.random.default_rng([seed, feature])
     out = FeatureExamples(feature)
-    maxima = acts.max(axis=1)
     active = np.flatnonzero(maxima > 0)
-    inactive = np.flatnonzero((acts == 0).all(axis=1))
+    inactive = np.flatnonzero(nonzero == 0)
     need = min_activating if min_activating is not None else n_explain + n_deciles
     if len(active) < need:
         out.skipped = f"{len(active)} activating windows, fewer than {need}"
@@ -64,7 +72,12 @@ def sample_examples(feature: int, tokens: np.ndarray, acts: np.ndarray, n_explai
         picked = rng.choice(chunk, size=min(per_decile, len(chunk)), replace=False)
         test += [(int(i), d) for i in picked]
     negatives = rng.choice(inactive, size=n_negative, replace=False)
-    out.explain = [Window(int(i), tokens[i], acts[i]) for i in explain]
-    out.test = [Window(i, tokens[i], acts[i], d) for i, d in test]
-    out.non_activating = [Window(int(i), tokens[i], acts[i]) for i in negatives]
+
+    def windows(idx: list[int], deciles: list[int]) -> list[Window]:
+        tok, act = load(np.asarray(idx, dtype=np.int64))
+        return [Window(int(i), tok[k], act[k], d) for k, (i, d) in enumerate(zip(idx, deciles))]
+
+    out.explain = windows(explain.tolist(), [-1] * len(explain))
+    out.test = windows([i for i, _ in test], [d for _, d in test])
+    out.non_activating = windows(negatives.tolist(), [-1] * len(negatives))
     return out

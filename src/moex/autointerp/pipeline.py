@@ -4,7 +4,9 @@ summary table and the Fig. 8-style plot (accuracy per activation decile and on n
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,8 +16,8 @@ import numpy as np
 from ..artifacts import write_json
 from ..config import Config
 from ..errors import MoexError
-from .cache import cache_activations, corpus_rows
-from .examples import sample_examples
+from .cache import cache_activations, iter_rows
+from .examples import sample_from_stats
 from .metrics import binary_metrics, decile_table
 from .prompts import explainer_messages, read_explanation
 from .scoring import detection, fuzzing, scoring_mode
@@ -70,30 +72,47 @@ def text_codec(model: Any) -> tuple[Any, Any, int | None]:
     return (lambda text: tok.encode(text, add_special_tokens=False)), (lambda t: tok.decode([t])), tok.bos_token_id
 
 
-def load_text_tokens(data: list[str], max_tokens: int, encode: Any = None, bos: int | None = None) -> list[int]:
-    """Tokens of text files (``encode``, default GPT-2 BPE; each file led by ``bos``), or of a ``moex data
-    text build`` directory's validation shards (GPT-2 tokens)."""
+def iter_text_tokens(data: list[str], max_tokens: int, encode: Any = None, bos: int | None = None,
+                     piece_chars: int = 200_000) -> Iterator[int]:
+    """Tokens of text files (``encode``, default GPT-2 BPE; each file led by ``bos``), read and encoded in
+    pieces of about ``piece_chars`` characters cut at line ends, or of a ``moex data text build`` directory's
+    validation blocks (GPT-2 tokens); at most ``max_tokens``, streamed (memory does not grow with the corpus)."""
     from ..data.loader import BlockData
     from ..data.text.tokenizer import EOT
 
     if encode is None:
         from ..data.text.tokenizer import encode
         bos = EOT
-
-    out: list[int] = []
+    n = 0
     for d in data:
         p = Path(d)
         if (p / "meta.json").exists():
             blocks = BlockData(p)
-            n = min(blocks.n_blocks("val"), max_tokens // blocks.block + 1)
-            out += np.asarray(blocks.splits["val"][np.arange(n)]).reshape(-1).tolist()
+            pieces = (np.asarray(blocks.splits["val"][[i]]).reshape(-1).tolist() for i in range(blocks.n_blocks("val")))
         elif p.is_file():
-            out += ([bos] if bos is not None else []) + encode(p.read_text(errors="replace"))
+            pieces = itertools.chain([[bos]] if bos is not None else [], (encode(t) for t in text_pieces(p, piece_chars)))
         else:
             raise MoexError(f"{d}: neither a text file nor a data directory (meta.json)")
-        if len(out) >= max_tokens:
-            break
-    return out[:max_tokens]
+        for piece in pieces:
+            for t in piece:
+                if n >= max_tokens:
+                    return
+                yield t
+                n += 1
+
+
+def text_pieces(path: Path, piece_chars: int) -> Iterator[str]:
+    buf: list[str] = []
+    size = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            buf.append(line)
+            size += len(line)
+            if size >= piece_chars:
+                yield "".join(buf)
+                buf, size = [], 0
+    if buf:
+        yield "".join(buf)
 
 
 def choose_rule(site, rows: list[list[int]], device: str) -> str:
@@ -114,11 +133,16 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     s = site_for(model, site, layer)
     encode, decode_one, bos = text_codec(model)
     ctx = getattr(getattr(model, "cfg", None), "ctx", 256)
-    rows = corpus_rows(load_text_tokens(data, cfg.max_tokens, encode, bos), min(ctx, 256),
-                       bos if cfg.bos else None)
-    if not rows:
-        raise MoexError(f"{', '.join(data)}: fewer tokens than one row of {min(ctx, 256)}")
-    rule = choose_rule(s, rows, device) if cfg.rule == "auto" else cfg.rule
+    length = min(ctx, 256)
+    if length < cfg.window:
+        raise MoexError(f"the model's context {ctx} is shorter than the window of {cfg.window} tokens "
+                        f"(set window=N with N <= {ctx})")
+    rows = iter_rows(iter_text_tokens(data, cfg.max_tokens, encode, bos), length, bos if cfg.bos else None)
+    first = list(itertools.islice(rows, 2))
+    if not first:
+        raise MoexError(f"{', '.join(data)}: fewer tokens than one row of {length}")
+    rows = itertools.chain(first, rows)
+    rule = choose_rule(s, first, device) if cfg.rule == "auto" else cfg.rule
     rng = np.random.default_rng(cfg.seed)
     if feature_ids is None:
         feature_ids = sorted(rng.choice(s.width, size=min(n_features, s.width), replace=False).tolist())
@@ -130,9 +154,9 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     tok_text = decode_one
     results, skipped, all_det, all_fuzz = [], {}, [], []
     for f in feature_ids:
-        tokens, acts = cache.windows(f, cfg.window)
-        ex = sample_examples(f, tokens, acts, cfg.n_explain, cfg.per_decile, cfg.n_deciles, cfg.n_negative,
-                             seed=cfg.seed)
+        maxima, nonzero = cache.window_stats(f, cfg.window)
+        ex = sample_from_stats(f, maxima, nonzero, lambda idx, f=f: cache.load_windows(f, idx, cfg.window),
+                               cfg.n_explain, cfg.per_decile, cfg.n_deciles, cfg.n_negative, seed=cfg.seed)
         if ex.skipped:
             skipped[f] = ex.skipped
             continue
@@ -152,7 +176,7 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     summary = {"model": getattr(model, "name", type(model).__name__), "site": s.name, "layer": s.layer,
                "llm": getattr(llm, "name", type(llm).__name__), "activation_rule": rule, "scorer": mode,
                "config": asdict(cfg),
-               "features_scored": len(results), "features_skipped": skipped, "rows": len(rows),
+               "features_scored": len(results), "features_skipped": skipped, "rows": cache.n_rows,
                "detection": {**binary_metrics(all_det), "deciles": decile_table(all_det, cfg.n_deciles)},
                "fuzzing": binary_metrics(all_fuzz),
                "per_feature": [{"feature": r["feature"], "explanation": r["explanation"],
