@@ -179,7 +179,8 @@ def test_end_to_end_with_the_small_offline_llm(tiny_text_moex, smollm2):
     counts = (z != 0).sum(0)
     fire = torch.nonzero((counts >= 4) & (counts <= 16)).flatten()[:2].tolist()  # fire on some windows, not all
     never = int(torch.nonzero(counts == 0)[0])
-    cfg = AutointerpConfig(window=16, n_explain=5, per_decile=1, n_deciles=5, n_negative=5, max_tokens=12_000)
+    cfg = AutointerpConfig(window=16, n_explain=5, per_decile=1, n_deciles=5, n_negative=5, max_tokens=12_000,
+                           similar_negatives=3)
     out = tiny_text_moex / "ai"
     s = run_autointerp(model, [str(text)], out, smollm2, layer=1, feature_ids=fire + [never], cfg=cfg,
                        progress=False)
@@ -189,9 +190,11 @@ def test_end_to_end_with_the_small_offline_llm(tiny_text_moex, smollm2):
     for p in s["per_feature"]:
         rec = json.loads((out / "features" / f"{p['feature']}.json").read_text())
         assert rec["explanation"] and len(rec["examples"]["test"]) == 5 and len(rec["examples"]["non_activating"]) == 5
-        # every stage's counts add up: 5 test + 5 non-activating examples, answered or failed
+        # every stage's counts add up: 5 test + 5 non-activating + the similar negatives, answered or failed
+        n_similar = len(rec["examples"]["similar_negatives"])
+        assert n_similar <= 3
         for scorer in ("detection", "fuzzing"):
-            assert rec[scorer]["n"] + rec[scorer]["failed"] == 10
+            assert rec[scorer]["n"] + rec[scorer]["failed"] == 10 + n_similar
             assert sum(rec[scorer]["failures"].values()) == rec[scorer]["failed"]
     assert (out / "deciles.png").exists() and "| detection |" in (out / "summary.md").read_text()
     assert "| " + str(out) in compare([out])
@@ -306,3 +309,32 @@ def test_streamed_cache_windows_equal_the_dense_activations(tmp_path):
                              n_deciles=3, n_negative=2, min_activating=6)
     assert ex_a.skipped == ex_b.skipped
     assert [w.index for w in ex_a.test] == [w.index for w in ex_b.test]
+
+
+def test_similar_negatives_are_off_for_the_feature_and_on_for_its_neighbour(tmp_path):
+    from moex import GPT, make_config
+    from moex.autointerp.cache import cache_activations, iter_rows
+    from moex.autointerp.examples import sample_from_stats
+    from moex.autointerp.pipeline import add_similar_negatives, top_tokens
+    from moex.interp.sites import site_for
+
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny-lm", "moex", n_layer=1, ctx=64)).eval()
+    site = site_for(model, "mlp", layer=0)
+    rows = list(iter_rows(iter(torch.randint(0, 200, (63 * 40,)).tolist()), 64, 50256))
+    with torch.no_grad():
+        fires = (site.features(torch.tensor(rows[:8])) != 0).float().mean((0, 1))
+    feats = torch.nonzero((fires > 0.02) & (fires < 0.2)).flatten()[:6].tolist()
+    cache = cache_activations(site, rows, feats, tmp_path / "c", batch=8, progress=False)
+    stats = {f: cache.window_stats(f, 16) for f in feats}
+    tops = {f: top_tokens(cache, f, stats[f][0], 16) for f in feats}
+    f = feats[0]
+    ex = sample_from_stats(f, *stats[f], lambda i: cache.load_windows(f, i, 16), n_explain=3, per_decile=1,
+                           n_deciles=3, n_negative=5, min_activating=6)
+    assert not ex.skipped
+    add_similar_negatives(ex, cache, stats, tops, 4, 16, seed=0)
+    similar = [w for w in ex.non_activating if w.decile == -2]
+    assert ex.similar_to in feats and 0 < len(similar) <= 4
+    plain = {w.index for w in ex.non_activating if w.decile == -1}
+    for w in similar:
+        assert stats[f][1][w.index] == 0 and stats[ex.similar_to][0][w.index] > 0 and w.index not in plain

@@ -24,7 +24,8 @@ class Window:
     index: int  # window index in the corpus
     tokens: np.ndarray  # (T,) token ids
     acts: np.ndarray  # (T,) the feature's activation
-    decile: int = -1  # test windows: decile of the max activation; -1: explainer or non-activating
+    decile: int = -1  # test windows: decile of the max activation; -1: explainer or non-activating;
+    # -2: a similar negative (off here, on for a feature with similar top tokens)
 
     @property
     def max_act(self) -> float:
@@ -38,6 +39,7 @@ class FeatureExamples:
     test: list[Window] = field(default_factory=list)
     non_activating: list[Window] = field(default_factory=list)
     skipped: str = ""  # the reason, when the feature cannot be scored
+    similar_to: int | None = None  # the feature whose windows gave the similar negatives
 
 
 def sample_examples(feature: int, tokens: np.ndarray, acts: np.ndarray, n_explain: int = 20, per_decile: int = 10,

@@ -58,11 +58,15 @@ def binary_metrics(answers: list[Answer]) -> dict[str, Any]:
 
 
 def decile_table(answers: list[Answer], n_deciles: int = 10) -> dict[str, Any]:
-    """Accuracy (with its 95% interval and failures) per decile of the activating examples, and on the
-    non-activating ones (``"not"``): the Fig. 8 table."""
+    """Accuracy (with its 95% interval and failures) per decile of the activating examples, on the
+    non-activating ones (``"not"``) and, when scored, on the similar negatives (``"similar"``, decile -2):
+    the Fig. 8 table."""
     rows = {}
-    for key, sel in [(str(d), [a for a in answers if a.decile == d]) for d in range(n_deciles)] + \
-            [("not", [a for a in answers if a.decile < 0])]:
+    groups = [(str(d), [a for a in answers if a.decile == d]) for d in range(n_deciles)]
+    groups.append(("not", [a for a in answers if a.decile == -1]))
+    if any(a.decile == -2 for a in answers):
+        groups.append(("similar", [a for a in answers if a.decile == -2]))
+    for key, sel in groups:
         ok = [a for a in sel if a.prediction is not None]
         right = sum(a.prediction == a.label for a in ok)
         rows[key] = {"n": len(ok), "failed": len(sel) - len(ok), "accuracy": right / len(ok) if ok else None,

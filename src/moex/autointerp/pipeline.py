@@ -37,6 +37,8 @@ class AutointerpConfig(Config):
     max_tokens: int = 200_000  # corpus tokens cached
     rule: str = "auto"  # nonzero | topk:K | auto (topk:32 when the site is dense)
     scorer: str = "auto"  # list | probability | auto (probability when the backend gives token probabilities)
+    similar_negatives: int = 0  # also score windows where the feature is off but the cached feature with the
+    # most similar top tokens fires (0: off)
     bos: bool = True
     seed: int = 0
 
@@ -115,6 +117,38 @@ def text_pieces(path: Path, piece_chars: int) -> Iterator[str]:
         yield "".join(buf)
 
 
+def top_tokens(cache, feature: int, maxima: np.ndarray, window: int, n_windows: int = 50, n: int = 10) -> set[int]:
+    """The ``n`` tokens on which the feature fires most often in its ``n_windows`` strongest windows."""
+    from collections import Counter
+
+    best = np.argsort(-maxima)[:n_windows]
+    best = best[maxima[best] > 0]
+    if not len(best):
+        return set()
+    tok, act = cache.load_windows(feature, best, window)
+    return {t for t, _ in Counter(tok[act > 0].tolist()).most_common(n)}
+
+
+def add_similar_negatives(ex, cache, stats: dict, tops: dict, n: int, window: int, seed: int) -> None:
+    """Windows where ``ex.feature`` is zero but the cached feature whose top tokens overlap its own most
+    (Jaccard) fires: hard negatives, scored with decile -2 ("similar")."""
+    from .examples import Window
+
+    f = ex.feature
+    sims = {g: len(tops[f] & tops[g]) / max(1, len(tops[f] | tops[g])) for g in tops if g != f}
+    g = max(sims, key=sims.get, default=None)
+    if g is None or sims[g] == 0:
+        return
+    taken = {w.index for w in ex.non_activating}
+    cand = np.array([i for i in np.flatnonzero((stats[f][1] == 0) & (stats[g][0] > 0)) if i not in taken])
+    if not len(cand):
+        return
+    pick = np.random.default_rng([seed, f, 2]).choice(cand, size=min(n, len(cand)), replace=False)
+    tok, act = cache.load_windows(f, pick, window)
+    ex.non_activating += [Window(int(i), tok[k], act[k], -2) for k, i in enumerate(pick)]
+    ex.similar_to = g
+
+
 def choose_rule(site, rows: list[list[int]], device: str) -> str:
     from ..interp.sites import collect
 
@@ -153,13 +187,17 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     mode = scoring_mode(llm, cfg.scorer)
     tok_text = decode_one
     results, skipped, all_det, all_fuzz = [], {}, [], []
+    stats = {f: cache.window_stats(f, cfg.window) for f in feature_ids}
+    tops = {f: top_tokens(cache, f, stats[f][0], cfg.window) for f in feature_ids} if cfg.similar_negatives else {}
     for f in feature_ids:
-        maxima, nonzero = cache.window_stats(f, cfg.window)
+        maxima, nonzero = stats[f]
         ex = sample_from_stats(f, maxima, nonzero, lambda idx, f=f: cache.load_windows(f, idx, cfg.window),
                                cfg.n_explain, cfg.per_decile, cfg.n_deciles, cfg.n_negative, seed=cfg.seed)
         if ex.skipped:
             skipped[f] = ex.skipped
             continue
+        if cfg.similar_negatives:
+            add_similar_negatives(ex, cache, stats, tops, cfg.similar_negatives, cfg.window, cfg.seed)
         reply = llm.complete(explainer_messages(ex.explain, tok_text))
         explanation = read_explanation(reply)
         det, det_fail = detection(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
@@ -170,7 +208,9 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                "detection": {**binary_metrics(det), "failures": dict(det_fail), "deciles": decile_table(det, cfg.n_deciles)},
                "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
                "examples": {"explain": [w.index for w in ex.explain], "test": [[w.index, w.decile] for w in ex.test],
-                            "non_activating": [w.index for w in ex.non_activating]}}
+                            "non_activating": [w.index for w in ex.non_activating if w.decile != -2],
+                            "similar_negatives": [w.index for w in ex.non_activating if w.decile == -2],
+                            "similar_to_feature": ex.similar_to}}
         write_json(out / "features" / f"{f}.json", rec)
         results.append(rec)
     summary = {"model": getattr(model, "name", type(model).__name__), "site": s.name, "layer": s.layer,
@@ -226,11 +266,11 @@ def plot_deciles(summaries: dict[str, dict[str, Any]], path: Path) -> bool:
         rows = s["detection"]["deciles"]
         keys = list(rows)
         acc = [np.nan if rows[k]["accuracy"] is None else rows[k]["accuracy"] for k in keys]
-        err = [[a - rows[k]["ci95"][0] if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)],
-               [rows[k]["ci95"][1] - a if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)]]
+        err = [[max(0.0, a - rows[k]["ci95"][0]) if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)],
+               [max(0.0, rows[k]["ci95"][1] - a) if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)]]
         x = np.arange(len(keys)) + 0.8 * (i - (len(summaries) - 1) / 2) / max(1, len(summaries))
         ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, label=name)
-        ax.set_xticks(np.arange(len(keys)), [("not" if k == "not" else str(int(k) + 1)) for k in keys])
+        ax.set_xticks(np.arange(len(keys)), [k if not k.isdigit() else str(int(k) + 1) for k in keys])
     ax.set_xlabel("activation decile (1 = weakest); not = non-activating windows")
     ax.set_ylabel("detection accuracy")
     ax.set_ylim(0, 1.05)

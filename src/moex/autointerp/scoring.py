@@ -26,7 +26,7 @@ def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str
         kind = "detection" if build is detection_messages else "fuzzing"
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             probs = list(pool.map(lambda it: llm.yes_probability(single_messages(kind, explanation, it[2])), items))
-        return [Answer(label, w.decile if label else -1, int(p > 0.5), p)
+        return [Answer(label, w.decile if label else min(w.decile, -1), int(p > 0.5), p)
                 for (w, label, _), p in zip(items, probs)], Counter()
     order = np.random.default_rng(seed).permutation(len(items))
     batches = [[items[i] for i in order[lo:lo + per_prompt]] for lo in range(0, len(order), per_prompt)]
@@ -38,7 +38,8 @@ def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str
         if parsed.values is None:
             failures[parsed.error] += len(batch)
         for j, (w, label, _) in enumerate(batch):
-            answers.append(Answer(label, w.decile if label else -1, None if parsed.values is None else parsed.values[j]))
+            answers.append(Answer(label, w.decile if label else min(w.decile, -1),
+                                  None if parsed.values is None else parsed.values[j]))
     return answers, failures
 
 
