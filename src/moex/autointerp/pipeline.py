@@ -90,9 +90,11 @@ def iter_text_tokens(data: list[str], max_tokens: int, encode: Any = None, bos: 
         p = Path(d)
         if (p / "meta.json").exists():
             blocks = BlockData(p)
-            pieces = (np.asarray(blocks.splits["val"][[i]]).reshape(-1).tolist() for i in range(blocks.n_blocks("val")))
+            pieces = (np.asarray(blocks.splits["val"][[i]]).reshape(-1).tolist()
+                      for i in range(blocks.n_blocks("val")))
         elif p.is_file():
-            pieces = itertools.chain([[bos]] if bos is not None else [], (encode(t) for t in text_pieces(p, piece_chars)))
+            lead = [[bos]] if bos is not None else []
+            pieces = itertools.chain(lead, (encode(t) for t in text_pieces(p, piece_chars)))
         else:
             raise MoexError(f"{d}: neither a text file nor a data directory (meta.json)")
         for piece in pieces:
@@ -205,7 +207,8 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
         all_det += det
         all_fuzz += fuz
         rec = {"feature": f, "explanation": explanation, "explainer_reply": reply,
-               "detection": {**binary_metrics(det), "failures": dict(det_fail), "deciles": decile_table(det, cfg.n_deciles)},
+               "detection": {**binary_metrics(det), "failures": dict(det_fail),
+                             "deciles": decile_table(det, cfg.n_deciles)},
                "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
                "examples": {"explain": [w.index for w in ex.explain], "test": [[w.index, w.decile] for w in ex.test],
                             "non_activating": [w.index for w in ex.non_activating if w.decile != -2],
@@ -266,8 +269,9 @@ def plot_deciles(summaries: dict[str, dict[str, Any]], path: Path) -> bool:
         rows = s["detection"]["deciles"]
         keys = list(rows)
         acc = [np.nan if rows[k]["accuracy"] is None else rows[k]["accuracy"] for k in keys]
-        err = [[max(0.0, a - rows[k]["ci95"][0]) if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)],
-               [max(0.0, rows[k]["ci95"][1] - a) if rows[k]["accuracy"] is not None else 0 for a, k in zip(acc, keys)]]
+        known = [rows[k]["accuracy"] is not None for k in keys]
+        err = [[max(0.0, a - rows[k]["ci95"][0]) if ok else 0 for a, k, ok in zip(acc, keys, known)],
+               [max(0.0, rows[k]["ci95"][1] - a) if ok else 0 for a, k, ok in zip(acc, keys, known)]]
         x = np.arange(len(keys)) + 0.8 * (i - (len(summaries) - 1) / 2) / max(1, len(summaries))
         ax.errorbar(x, acc, yerr=err, fmt="o", capsize=3, label=name)
         ax.set_xticks(np.arange(len(keys)), [k if not k.isdigit() else str(int(k) + 1) for k in keys])
