@@ -129,7 +129,8 @@ def test_top_windows_per_expert_against_a_loop():
 
     hf = tiny("olmoe", **MOE["olmoe"])
     rng = torch.Generator().manual_seed(1)
-    docs = [torch.randint(0, 97, (int(n),), generator=rng).tolist() for n in torch.randint(20, 60, (30,), generator=rng)]
+    lengths = torch.randint(20, 60, (30,), generator=rng)
+    docs = [torch.randint(0, 97, (int(n),), generator=rng).tolist() for n in lengths]
     res = top_windows(hf, docs, layer=1, window=16, top=5, batch=4)
     assert res.windows.shape[1] == 16 and len(res.windows) == sum(len(d) >= 16 for d in docs)
     for w in (0, 7):  # brute force: one window at a time

@@ -28,7 +28,8 @@ def test_conllu_reader_against_hand_labels(tmp_path):
     f.write_text(CONLLU)
     a, b = read_conllu(f)
     assert a.text == "The cat sat." and b.text == "Don't go."
-    assert [(a.text[s:e], t) for s, e, t in a.spans] == [("The", "DET"), ("cat", "NOUN"), ("sat", "VERB"), (".", "PUNCT")]
+    assert [(a.text[s:e], t) for s, e, t in a.spans] == \
+        [("The", "DET"), ("cat", "NOUN"), ("sat", "VERB"), (".", "PUNCT")]
     assert [(b.text[s:e], t) for s, e, t in b.spans] == [("Do", "AUX"), ("n't", "PART"), ("go", "VERB"), (".", "PUNCT")]
     bad = tmp_path / "bad.conllu"
     bad.write_text(CONLLU.replace("2\tcat\tcat\tNOUN\tNN\t_\t3\tnsubj\t_\t_", "2\tcat\tNOUN"))

@@ -54,7 +54,8 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--games", help="use this directory's games.txt (moex data chess import) for training")
     s.add_argument("--only", nargs="+", help="rows to run now (others are kept or left for later)")
     s.add_argument("--fresh", action="store_true", help="re-score every row (trained runs are kept)")
-    s.add_argument("--study", choices=STUDIES, help="instead of the tables, one of the paper's studies: width (Fig. 3), "
+    s.add_argument("--study", choices=STUDIES,
+                   help="instead of the tables, one of the paper's studies: width (Fig. 3), "
                    "sparsity (Fig. 4), scaling (Fig. 5), dynamics (Fig. 10), layers (Fig. 11), tsne (Fig. 6); "
                    "written to OUT/STUDY")
     run_options(s)
