@@ -20,6 +20,13 @@ MOE = {
     "qwen3_moe": dict(num_experts=6, num_experts_per_tok=2, moe_intermediate_size=16, decoder_sparse_step=1,
                       mlp_only_layers=[]),
     "mixtral": dict(num_local_experts=6, num_experts_per_tok=2),
+    "granitemoe": dict(num_local_experts=6, num_experts_per_tok=2),
+    "deepseek_v3": dict(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=16, first_k_dense_replace=0,
+                        n_group=1, topk_group=1, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+                        qk_nope_head_dim=8, v_head_dim=8, n_shared_experts=1, num_key_value_heads=4),
+    "deepseek_v2": dict(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=16, first_k_dense_replace=0,
+                        n_group=1, topk_group=1, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+                        qk_nope_head_dim=8, v_head_dim=8, n_shared_experts=1, num_key_value_heads=4),
 }
 DENSE = {"llama": {}, "qwen2": {}, "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64, vocab_size=97)}
 
@@ -50,8 +57,9 @@ def test_moe_capture_reproduces_the_experts_output(model_type):
             recon.index_add_(0, token, out * w[token, e, None])
         assert torch.allclose(recon, cap.output, atol=1e-5), (model_type, layer, (recon - cap.output).abs().max())
         # the routed token sets are the router's own top-k on the captured input
-        gate = hf.layers[layer].mlp.gate
-        _, _, top = gate(cap.x)
+        gate = getattr(hf.mlp(layer), "gate", None) or hf.mlp(layer).router
+        out = gate(cap.x)
+        top = out[2] if len(out) == 3 else out[1]
         for e in range(cap.n_experts):
             assert set(cap.expert_tokens(e)[0].tolist()) == set(torch.where((top == e).any(-1))[0].tolist())
         # the wide code, decoded by the concatenated down projections, is the same output

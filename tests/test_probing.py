@@ -169,6 +169,9 @@ def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
         assert (text_runs / out / "probe.png").exists() and "| NOUN |" in (text_runs / out / "probe.md").read_text()
         assert 0 < res["summary"]["best"][8] <= 1
     print((text_runs / "out-gelu" / "probe.md").read_text(), (text_runs / "out-moex" / "probe.md").read_text())
+    assert main(["probe", "--compare", str(text_runs / "out-gelu"), str(text_runs / "out-moex"),
+                 "--out", str(text_runs / "cmp")]) == 0
+    assert "out-moex | moe |" in capsys.readouterr().out and (text_runs / "cmp" / "compare.png").exists()
     # the CLI: parsing and messages only
     assert main(["probe", "--model", str(text_runs / "gelu"), "--regex", "the=the", "--out", str(text_runs / "x")]) == 2
     assert "regex concepts need --texts" in capsys.readouterr().err
@@ -221,4 +224,4 @@ def test_expert_auto_interpretation_with_the_small_offline_llm(text_runs):
     print((out / "experts.md").read_text())
     assert len(lay["experts"]) == 8 and lay["scorer"] == "probability"
     assert all(x["answered"] == 20 and x["explanation"] for x in lay["experts"])
-    assert "mean F1" in (out / "experts.md").read_text()
+    assert "mean F1" in (out / "experts.md").read_text() and (out / "experts.png").exists()

@@ -8,7 +8,13 @@ from ..errors import MoexError
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from .probing import run_probe
+    from .probing import compare_probes, run_probe
+
+    if args.compare:
+        print(compare_probes(args.compare, args.out))
+        return
+    if not args.model:
+        raise MoexError("--model is required (or --compare DIR ...)")
 
     regex = {}
     for item in args.regex or []:
@@ -27,7 +33,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     add_experts_command(sub)
     p = sub.add_parser("probe", help="k-sparse probing of dense vs expert neurons (The Expert Strikes Back)")
-    p.add_argument("--model", required=True, help="moex run directory (text model) or Hugging Face model directory")
+    p.add_argument("--model", help="moex run directory (text model) or Hugging Face model directory")
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="put earlier probe outputs side by side instead")
     p.add_argument("--conllu", nargs="+", help="Universal Dependencies .conllu files: part-of-speech concepts")
     p.add_argument("--regex", nargs="+", metavar="NAME=PATTERN", help="regex concepts over --texts")
     p.add_argument("--texts", nargs="+", help="plain text or code files for the regex concepts")

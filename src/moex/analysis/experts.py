@@ -80,7 +80,34 @@ def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec:
         results["layers"].append(explain_experts(reader, documents, layer, llm, decode, window=window, seed=seed))
     write_json(Path(out) / "experts.json", results)
     (Path(out) / "experts.md").write_text(format_experts(results))
+    plot_experts(results, Path(out) / "experts.png")
     return results
+
+
+def plot_experts(results: dict[str, Any], path: Path) -> bool:
+    """F1 of every expert's explanation, one panel per layer, with the layer mean."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    layers = results["layers"]
+    fig, axes = plt.subplots(1, len(layers), figsize=(max(4, 0.4 * len(layers[0]["experts"]) + 2) * len(layers), 3.5),
+                             squeeze=False)
+    for ax, lay in zip(axes[0], layers):
+        ax.bar([x["expert"] for x in lay["experts"]], [x["f1"] for x in lay["experts"]])
+        ax.axhline(lay["mean_f1"], color="k", ls="--", lw=1, label=f"mean {lay['mean_f1']:.2f}")
+        ax.set_xlabel("expert")
+        ax.set_ylabel("F1 of its explanation")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"layer {lay['layer']}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def read_documents(data: list[str], encode, max_tokens: int) -> list[list[int]]:

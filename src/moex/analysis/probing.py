@@ -259,3 +259,52 @@ def plot_probes(results: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def compare_probes(dirs: list[str | Path], out: str | Path) -> str:
+    """Several ``moex probe`` outputs side by side (dense vs MoE, as the paper's figure): mean best-layer F1
+    against k, the reference's max over experts and the mean over experts; ``compare.md`` + ``compare.png``."""
+    import json
+
+    runs = {}
+    for d in dirs:
+        p = Path(d) / "probe.json"
+        if not p.exists():
+            raise MoexError(f"{p} not found: not a moex probe output directory")
+        runs[str(d)] = json.loads(p.read_text())
+    ks = sorted({int(k) for r in runs.values() for k in r["summary"]["best"]})
+    lines = ["| run | kinds | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
+    for name, r in runs.items():
+        best, mean = r["summary"]["best"], r["summary"]["mean_over_experts"]
+        cells = [("-" if best.get(str(k)) is None else f"{best[str(k)]:.3f}" +
+                  ("" if mean.get(str(k)) == best.get(str(k)) else f" / {mean[str(k)]:.3f}")) for k in ks]
+        lines.append(f"| {name} | {'/'.join(sorted(set(r['kinds'])))} | " + " | ".join(cells) + " |")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = "\n".join(lines) + "\n"
+    (out / "compare.md").write_text(table)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, r in runs.items():
+            for key, style in (("best", "o-"), ("mean_over_experts", "s--")):
+                if key == "mean_over_experts" and "moe" not in r["kinds"]:
+                    continue
+                ys = [r["summary"][key].get(str(k)) for k in ks]
+                ax.plot(ks, [float("nan") if y is None else y for y in ys], style,
+                        label=f"{Path(name).name} ({'max' if key == 'best' else 'mean'} over experts)"
+                        if "moe" in r["kinds"] else Path(name).name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k")
+        ax.set_ylabel("mean best-layer F1")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "compare.png", dpi=120)
+        plt.close(fig)
+    except ImportError:
+        pass
+    return table

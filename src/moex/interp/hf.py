@@ -92,10 +92,15 @@ class HFModel:
             raise MoexError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
         return layer
 
+    def mlp(self, i: int) -> Any:
+        """Layer ``i``'s MLP module (``mlp``; GraniteMoE calls it ``block_sparse_moe``)."""
+        layer = self.layers[i]
+        return getattr(layer, "mlp", None) or getattr(layer, "block_sparse_moe", None)
+
     def _kind(self, i: int) -> str:
-        mlp = getattr(self.layers[i], "mlp", None)
+        mlp = self.mlp(i)
         if mlp is None:
-            raise _unsupported(self.model, f"layer {i} has no .mlp")
+            raise _unsupported(self.model, f"layer {i} has no .mlp (nor .block_sparse_moe)")
         if is_fused_experts(getattr(mlp, "experts", None)):
             return "moe"
         if hasattr(mlp, "experts"):
@@ -107,7 +112,7 @@ class HFModel:
         raise _unsupported(self.model, f"layer {i}: MLP {type(mlp).__name__} has no known layout")
 
     def _hook_target(self, layer: int) -> Any:
-        mlp = self.layers[layer].mlp
+        mlp = self.mlp(layer)
         if self.kinds[layer] == "moe":
             return mlp.experts
         return mlp.down_proj if hasattr(mlp, "down_proj") else mlp.c_proj
@@ -140,14 +145,14 @@ class HFModel:
 
     def width(self, layer: int) -> int:
         """Features of the ``mlp`` site: hidden units, or experts x units per expert."""
-        mlp = self.layers[layer].mlp
+        mlp = self.mlp(layer)
         if self.kinds[layer] == "moe":
             return mlp.experts.gate_up_proj.shape[0] * mlp.experts.down_proj.shape[2]
         proj = mlp.down_proj if hasattr(mlp, "down_proj") else mlp.c_proj
         return proj.in_features if hasattr(proj, "in_features") else proj.weight.shape[0]
 
     def n_experts(self, layer: int) -> int:
-        return self.layers[layer].mlp.experts.gate_up_proj.shape[0] if self.kinds[layer] == "moe" else 1
+        return self.mlp(layer).experts.gate_up_proj.shape[0] if self.kinds[layer] == "moe" else 1
 
     def site(self, spec: str = "mlp", layer: int | None = None) -> ReaderSite:
         if spec != "mlp":
