@@ -19,7 +19,6 @@ from torch import Tensor
 from ..errors import MoexError
 from ..model.gpt import GPT
 from ..model.moe import MoE
-from .sites import default_layer
 
 
 class ExpertWeights(Protocol):
@@ -135,14 +134,15 @@ class ReaderSite:
         return z.reshape(b, t, -1)
 
 
-class MoexReader:
-    """A moex ``GPT`` read like ``interp.hf.HFModel``: its MoE layers (Switch, MoE-X) by expert, its
-    other MLPs by their wide-sparse code."""
+class Reader:
+    """What the expert-level analysis reads from any model family: ``name``, ``model``, the decoder
+    ``layers`` and their ``kinds`` ("moe" | "dense"); subclasses add ``capture(idx, layer)``,
+    ``width(layer)`` and ``n_experts(layer)``."""
 
-    def __init__(self, model: GPT):
-        self.model, self.name = model.eval(), f"moex GPT (mlp={model.cfg.mlp})"
-        self.layers = list(model.h)
-        self.kinds = ["moe" if isinstance(b.mlp, MoE) else "dense" for b in self.layers]
+    name: str
+    model: Any
+    layers: list
+    kinds: list[str]
 
     @property
     def n_layers(self) -> int:
@@ -152,6 +152,22 @@ class MoexReader:
         if not 0 <= layer < self.n_layers:
             raise MoexError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
         return layer
+
+    def site(self, spec: str = "mlp", layer: int | None = None) -> "ReaderSite":
+        """The ``mlp`` site (dense units or the MoE's wide code); ``layer`` defaults to 3/4 of the depth."""
+        if spec != "mlp":
+            raise MoexError(f"site {spec!r}: {self.name} offers the site 'mlp' through its reader")
+        return ReaderSite(self, self.check_layer(self.n_layers * 3 // 4 if layer is None else layer))
+
+
+class MoexReader(Reader):
+    """A moex ``GPT`` read like ``interp.hf.HFModel``: its MoE layers (Switch, MoE-X) by expert, its
+    other MLPs by their wide-sparse code."""
+
+    def __init__(self, model: GPT):
+        self.model, self.name = model.eval(), f"moex GPT (mlp={model.cfg.mlp})"
+        self.layers = list(model.h)
+        self.kinds = ["moe" if isinstance(b.mlp, MoE) else "dense" for b in self.layers]
 
     def width(self, layer: int) -> int:
         return self.model.cfg.code_width
@@ -170,12 +186,6 @@ class MoexReader:
             return LayerCapture("dense", out, hidden=mlp.code(x).to_dense())
         _, experts, gates = mlp.route(x)
         return LayerCapture("moe", out, x=x, top_k_index=experts, top_k_weights=gates, experts=MoexExperts(mlp))
-
-    def site(self, spec: str = "mlp", layer: int | None = None) -> ReaderSite:
-        if spec != "mlp":
-            raise MoexError(f"site {spec!r}: the expert reader offers the site 'mlp' (use site_for(GPT, ...) "
-                            "for resid and sae:DIR)")
-        return ReaderSite(self, self.check_layer(default_layer(self.model) if layer is None else layer))
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MoexError
-from .experts import FusedExperts, LayerCapture, ReaderSite
+from .experts import FusedExperts, LayerCapture, Reader
 
 FUSED_MOE = ("OlmoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "MixtralForCausalLM",
              "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "GraniteMoeForCausalLM")
@@ -58,7 +58,7 @@ def is_fused_experts(m: Any) -> bool:
             and getattr(m, "gate_up_proj_bias", None) is None)
 
 
-class HFModel:
+class HFModel(Reader):
     """A transformers causal LM, its decoder layers found and their MLPs classified (MoE or dense)."""
 
     def __init__(self, model: Any):
@@ -82,15 +82,6 @@ class HFModel:
         hf = cls(model.to(device))
         hf.path = Path(path)
         return hf
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.layers)
-
-    def check_layer(self, layer: int) -> int:
-        if not 0 <= layer < self.n_layers:
-            raise MoexError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
-        return layer
 
     def mlp(self, i: int) -> Any:
         """Layer ``i``'s MLP module (``mlp``; GraniteMoE calls it ``block_sparse_moe``)."""
@@ -153,8 +144,3 @@ class HFModel:
 
     def n_experts(self, layer: int) -> int:
         return self.mlp(layer).experts.gate_up_proj.shape[0] if self.kinds[layer] == "moe" else 1
-
-    def site(self, spec: str = "mlp", layer: int | None = None) -> ReaderSite:
-        if spec != "mlp":
-            raise MoexError(f"site {spec!r}: a Hugging Face model offers the site 'mlp'")
-        return ReaderSite(self, self.check_layer(self.n_layers * 3 // 4 if layer is None else layer))
