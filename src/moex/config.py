@@ -70,6 +70,10 @@ class Config:
 
     def __post_init__(self) -> None:
         self.check_types(type(self).__name__)
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks beyond types (ranges, choices); subclasses override it. Runs on every construction."""
 
     def check_types(self, source: str) -> None:
         hints = typing.get_type_hints(type(self))
@@ -105,8 +109,7 @@ class Config:
                 raise ConfigError(f"{source}: missing {cls.label} key {f.name!r}")
             object.__setattr__(obj, f.name, value)
         obj.check_types(source)
-        if hasattr(obj, "validate"):
-            obj.validate()
+        obj.validate()
         return obj
 
     def to_dict(self) -> dict[str, Any]:

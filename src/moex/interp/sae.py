@@ -55,10 +55,6 @@ class SAEConfig(Config):
     batch: int = 8  # blocks per step
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.validate()
-
     def validate(self) -> None:
         if self.kind not in ("topk", "relu"):
             raise ConfigError(f"SAE kind {self.kind!r} must be topk or relu")

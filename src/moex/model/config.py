@@ -56,10 +56,6 @@ class ModelConfig(Config):
     d_key: int = 128
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. upcycling provenance)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.validate()
-
     @property
     def code_width(self) -> int:
         """Number of features in the wide-sparse code of one MLP layer."""

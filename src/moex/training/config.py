@@ -40,10 +40,6 @@ class TrainConfig(Config):
     eval_chess_n_games: int = 100  # the first N games: half label features, half are scored
     eval_chess_layer: int = -1  # -1: 3/4 of the depth
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.validate()
-
     def validate(self) -> None:
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"dtype={self.dtype!r} must be auto, fp32 or bf16")

@@ -47,10 +47,6 @@ class SelfPlayConfig(Config):
     exact_recipe: bool = False
     stockfish_path: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.validate()
-
     def validate(self) -> None:
         if self.engine not in ("auto", "stockfish", "random"):
             raise ConfigError(f"engine={self.engine!r} must be auto, stockfish or random")
