@@ -23,6 +23,7 @@ from ..autointerp.prompts import explainer_messages, read_explanation
 from ..autointerp.scoring import detection, scoring_mode
 from ..errors import MoexError
 from ..interp.experts import top_windows
+from ..plotting import pyplot, save_figure
 
 
 def explain_experts(reader: Any, documents: list[list[int]], layer: int, llm: Any, decode, window: int = 32,
@@ -86,12 +87,8 @@ def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec:
 
 def plot_experts(results: dict[str, Any], path: Path) -> bool:
     """F1 of every expert's explanation, one panel per layer, with the layer mean."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot("experts plot")
+    if plt is None:
         return False
     layers = results["layers"]
     fig, axes = plt.subplots(1, len(layers), figsize=(max(4, 0.4 * len(layers[0]["experts"]) + 2) * len(layers), 3.5),
@@ -104,9 +101,7 @@ def plot_experts(results: dict[str, Any], path: Path) -> bool:
         ax.set_ylim(0, 1)
         ax.set_title(f"layer {lay['layer']}")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

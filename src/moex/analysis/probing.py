@@ -21,6 +21,7 @@ import torch
 
 from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, gpt2_offsets, read_conllu, regex_labels
 from ..errors import MoexError
+from ..plotting import pyplot, save_figure
 
 KS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -238,12 +239,8 @@ def format_probes(results: dict[str, Any]) -> str:
 
 
 def plot_probes(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot("probe plot")
+    if plt is None:
         return False
     ks = results["ks"]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -255,9 +252,7 @@ def plot_probes(results: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("mean F1 over concepts")
     ax.set_title(results["reader"], fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
@@ -283,12 +278,8 @@ def compare_probes(dirs: list[str | Path], out: str | Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     table = "\n".join(lines) + "\n"
     (out / "compare.md").write_text(table)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot("probe comparison plot")
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, r in runs.items():
             for key, style in (("best", "o-"), ("mean_over_experts", "s--")):
@@ -302,9 +293,5 @@ def compare_probes(dirs: list[str | Path], out: str | Path) -> str:
         ax.set_xlabel("k")
         ax.set_ylabel("mean best-layer F1")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "compare.png", dpi=120)
-        plt.close(fig)
-    except ImportError:
-        pass
+        save_figure(fig, out / "compare.png")
     return table

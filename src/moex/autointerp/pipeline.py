@@ -16,6 +16,7 @@ import numpy as np
 from ..artifacts import write_json
 from ..config import Config
 from ..errors import MoexError
+from ..plotting import pyplot, save_figure
 from .cache import cache_activations, iter_rows
 from .examples import sample_from_stats
 from .metrics import binary_metrics, decile_table
@@ -257,12 +258,8 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def plot_deciles(summaries: dict[str, dict[str, Any]], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot("decile plot")
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, (name, s) in enumerate(summaries.items()):
@@ -279,9 +276,7 @@ def plot_deciles(summaries: dict[str, dict[str, Any]], path: Path) -> bool:
     ax.set_ylabel("detection accuracy")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

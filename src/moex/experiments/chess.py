@@ -41,6 +41,7 @@ from ..interp.sites import SAESite, default_layer
 from ..model.config import make_config
 from ..model.gpt import GPT
 from ..model.upcycle import upcycle
+from ..plotting import pyplot, save_figure
 from ..training.checkpoint import latest_checkpoint, start_run
 from ..training.config import TrainConfig
 from ..training.trainer import setup_distributed, train
@@ -236,13 +237,8 @@ def router_analysis(model: GPT, blocks_dir: Path, layer: int, device: str, n_blo
 
 
 def plot_router(analyses: dict[str, dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: router plot skipped (pip install matplotlib)")
+    plt = pyplot("router plot")
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, len(analyses), figsize=(5 * len(analyses), 4), squeeze=False)
     for ax, (name, a) in zip(axes[0], analyses.items()):
@@ -250,9 +246,7 @@ def plot_router(analyses: dict[str, dict], path: Path) -> bool:
         ax.set_xlabel(f"gate logit ({a['router']} router)")
         ax.set_ylabel("counted l0 of the expert")
         ax.set_title(f"{name}: r = {a['pearson_r_gate_vs_l0']:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

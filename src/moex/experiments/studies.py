@@ -36,6 +36,7 @@ from ..interp.sites import default_layer
 from ..model.config import make_config
 from ..model.gpt import GPT
 from ..model.summary import summarize
+from ..plotting import pyplot, save_figure
 from .chess import ExperimentSetup, Scale, last_val_loss, score_row, setup_experiment, train_to
 
 PAPER_TRENDS = {
@@ -251,13 +252,8 @@ def format_study(res: dict[str, Any]) -> str:
 
 
 def plot_study(res: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: study plot skipped (pip install matplotlib)")
+    plt = pyplot("study plot")
+    if plt is None:
         return False
     study, rows = res["study"], res["rows"]
     if study == "tsne":
@@ -294,9 +290,7 @@ def plot_study(res: dict[str, Any], path: Path) -> bool:
             ax.set_ylabel(f"BSP {metric}")
             ax.legend(fontsize=8)
     fig.suptitle(f"{study} ({res['scale']}); paper: {res['paper_trend']}", fontsize=7, wrap=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
