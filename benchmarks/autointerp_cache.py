@@ -21,7 +21,7 @@ import torch
 
 def main() -> None:
     from moex import GPT, make_config
-    from moex.autointerp.cache import cache_activations, corpus_rows
+    from moex.autointerp.cache import cache_activations, iter_rows
     from moex.interp.sites import site_for
 
     ap = argparse.ArgumentParser()
@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model = GPT(make_config("tiny-lm", args.mlp)).eval()
-    rows = corpus_rows(torch.randint(0, 50256, (args.rows * 254,)).tolist(), model.cfg.ctx, 50256)
+    rows = list(iter_rows(torch.randint(0, 50256, (args.rows * 254,)).tolist(), model.cfg.ctx, 50256))
     site = site_for(model, "mlp", layer=3)  # the last layer: the cache runs (almost) the whole model too
     features = list(range(0, site.width, site.width // 100))[:100]
 

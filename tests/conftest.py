@@ -39,3 +39,21 @@ def chess_blocks_dir(chess_games_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("chess_blocks")
     build_blocks([chess_games_dir / "games.txt"], out, val_fraction=0.02, block=256)
     return out
+
+
+@pytest.fixture(scope="session")
+def text_runs(tmp_path_factory):
+    """A dense GELU and an MoE-X ``tiny-lm`` (2 layers, ctx 64) trained 20 steps on Shakespeare."""
+    if not (TEXT_DIR / "tiny-shakespeare.txt").exists():
+        pytest.skip("../shared/data/text not present")
+    pytest.importorskip("tiktoken")
+    from moex import build_text, run_training
+
+    root = tmp_path_factory.mktemp("probe")
+    build_text([str(TEXT_DIR / "tiny-shakespeare.txt")], root / "data", block=65, val_fraction=0.05, workers=1,
+               progress=False)
+    for mlp in ("gelu", "moex"):
+        run_training(root / mlp, "tiny-lm", mlp, dict(data=str(root / "data"), n_layer=2, ctx=64, max_steps=20,
+                                                      batch_size=8, eval_interval=20, eval_batches=2,
+                                                      warmup_steps=2, lr=3e-3), progress=False)
+    return root

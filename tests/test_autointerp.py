@@ -144,26 +144,8 @@ def smollm2():
     return load_llm("local:smollm2")
 
 
-@pytest.fixture(scope="module")
-def tiny_text_moex(tmp_path_factory):
-    from conftest import TEXT_DIR
-
-    if not (TEXT_DIR / "tiny-shakespeare.txt").exists():
-        pytest.skip("../shared/data/text not present")
-    pytest.importorskip("tiktoken")
-    from moex import build_text, run_training
-
-    root = tmp_path_factory.mktemp("autointerp")
-    build_text([str(TEXT_DIR / "tiny-shakespeare.txt")], root / "data", block=65, val_fraction=0.05, workers=1,
-               progress=False)
-    run_training(root / "moex", "tiny-lm", "moex", dict(data=str(root / "data"), n_layer=2, ctx=64, max_steps=30,
-                                                        batch_size=8, eval_interval=30, eval_batches=2,
-                                                        warmup_steps=2, lr=3e-3), progress=False)
-    return root
-
-
 @pytest.mark.slow
-def test_end_to_end_with_the_small_offline_llm(tiny_text_moex, smollm2):
+def test_end_to_end_with_the_small_offline_llm(text_runs, smollm2):
     import json
 
     from conftest import TEXT_DIR
@@ -172,7 +154,7 @@ def test_end_to_end_with_the_small_offline_llm(tiny_text_moex, smollm2):
     from moex.autointerp.pipeline import AutointerpConfig, compare, run_autointerp
     from moex.data.text.tokenizer import encode
 
-    model = GPT.from_pretrained(tiny_text_moex / "moex")
+    model = GPT.from_pretrained(text_runs / "moex")
     text = TEXT_DIR / "wikitext-2-valid.txt"
     # two features that fire often enough on this text, and one that never fires (skipped and counted)
     z = model.mlp_code(torch.tensor([encode(text.read_text()[:3000])[:64]]), 1, dense=True)
@@ -181,7 +163,7 @@ def test_end_to_end_with_the_small_offline_llm(tiny_text_moex, smollm2):
     never = int(torch.nonzero(counts == 0)[0])
     cfg = AutointerpConfig(window=16, n_explain=5, per_decile=1, n_deciles=5, n_negative=5, max_tokens=12_000,
                            similar_negatives=3)
-    out = tiny_text_moex / "ai"
+    out = text_runs / "ai"
     s = run_autointerp(model, [str(text)], out, smollm2, layer=1, feature_ids=fire + [never], cfg=cfg,
                        progress=False)
     print(json.dumps({k: s[k] for k in ("detection", "fuzzing", "per_feature", "features_skipped")}, indent=1))

@@ -108,7 +108,8 @@ def test_matches_sklearn_on_the_chosen_neurons():
     assert fit_probe is not None and KS == (1, 2, 4, 8, 16, 32, 64)
 
 
-def test_probe_a_tiny_olmoe_and_count_skipped_experts():
+def tiny_olmoe():
+    """A tiny random-weight OLMoE (2 layers, 4 experts, top-2, vocabulary 60)."""
     transformers = pytest.importorskip("transformers")
     from moex.interp.hf import HFModel
 
@@ -116,7 +117,11 @@ def test_probe_a_tiny_olmoe_and_count_skipped_experts():
     cfg = transformers.AutoConfig.for_model("olmoe", vocab_size=60, hidden_size=32, intermediate_size=16,
                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                             num_experts=4, num_experts_per_tok=2)
-    hf = HFModel(transformers.AutoModelForCausalLM.from_config(cfg).float())
+    return HFModel(transformers.AutoModelForCausalLM.from_config(cfg).float())
+
+
+def test_probe_a_tiny_olmoe_and_count_skipped_experts():
+    hf = tiny_olmoe()
     rng = np.random.default_rng(0)
     texts = [LabelledText("".join(rng.choice(list("abc5"), 40)), []) for _ in range(40)]
     labelled = regex_labels([t.text for t in texts], {"digit": r"5"})
@@ -129,25 +134,6 @@ def test_probe_a_tiny_olmoe_and_count_skipped_experts():
     assert lp0.best(1) >= lp0.mean(1)
     (lp_all,) = probe_concept(hf, sets["digit"], layers=[1], ks=(1,), min_count=10**6)
     assert lp_all.skipped == [0, 1, 2, 3] and lp_all.best(1) is None
-
-
-@pytest.fixture(scope="module")
-def text_runs(tmp_path_factory):
-    from conftest import TEXT_DIR
-
-    if not (TEXT_DIR / "tiny-shakespeare.txt").exists():
-        pytest.skip("../shared/data/text not present")
-    pytest.importorskip("tiktoken")
-    from moex import build_text, run_training
-
-    root = tmp_path_factory.mktemp("probe")
-    build_text([str(TEXT_DIR / "tiny-shakespeare.txt")], root / "data", block=65, val_fraction=0.05, workers=1,
-               progress=False)
-    for mlp in ("gelu", "moex"):
-        run_training(root / mlp, "tiny-lm", mlp, dict(data=str(root / "data"), n_layer=2, ctx=64, max_steps=20,
-                                                      batch_size=8, eval_interval=20, eval_batches=2,
-                                                      warmup_steps=2, lr=3e-3), progress=False)
-    return root
 
 
 def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
@@ -181,15 +167,9 @@ def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
 
 
 def test_expert_explanations_bookkeeping_on_a_tiny_olmoe():
-    transformers = pytest.importorskip("transformers")
     from moex.analysis.experts import explain_experts
-    from moex.interp.hf import HFModel
 
-    torch.manual_seed(0)
-    cfg = transformers.AutoConfig.for_model("olmoe", vocab_size=60, hidden_size=32, intermediate_size=16,
-                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                            num_experts=4, num_experts_per_tok=2)
-    hf = HFModel(transformers.AutoModelForCausalLM.from_config(cfg).float())
+    hf = tiny_olmoe()
     docs = torch.randint(0, 60, (80, 20)).tolist()
 
     class Replies:  # a scripted endpoint: an explanation, then a 0/1 list for the 20 scored windows

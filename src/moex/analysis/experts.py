@@ -68,8 +68,9 @@ def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec:
     """What ``moex experts`` does: load the model and the LLM, read documents (one per text file, or the
     blocks of a text data directory), explain every expert of ``layers``, write JSON and Markdown."""
     from ..autointerp.llm import load_llm
-    from ..autointerp.pipeline import load_model_or_reader, text_codec
+    from ..autointerp.pipeline import text_codec
     from ..interp.experts import MoexReader
+    from ..interp.hf import load_model_or_reader
 
     loaded = load_model_or_reader(model)
     reader = loaded if hasattr(loaded, "capture") else MoexReader(loaded)
@@ -114,8 +115,7 @@ def read_documents(data: list[str], encode, max_tokens: int) -> list[list[int]]:
     for d in data:
         p = Path(d)
         if (p / "meta.json").exists():
-            blocks = BlockData(p)
-            parts = (np.asarray(blocks.splits["val"][[i]]).reshape(-1).tolist() for i in range(blocks.n_blocks("val")))
+            parts = BlockData(p).iter_blocks("val")
         elif p.is_file():
             parts = (encode(line) for line in p.read_text(errors="replace").splitlines() if line.strip())
         else:

@@ -136,20 +136,17 @@ def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...
 def load_reader(path: str | Path, tokenizer: str = "auto") -> tuple[Any, Tokenize]:
     """A reader and its tokenizer (token ids with start characters) for a moex run directory (GPT-2 BPE) or a
     Hugging Face model directory (its own fast tokenizer; ``tokenizer="gpt2"``: moex's offline GPT-2 BPE)."""
-    from ..artifacts import CFG_JSON
     from ..interp.experts import MoexReader
-    from ..interp.hf import HFModel
+    from ..interp.hf import load_model_or_reader
     from ..model.gpt import GPT
 
-    path = Path(path)
-    if (path / CFG_JSON).exists():
-        model = GPT.from_pretrained(path)
-        if model.cfg.vocab_size < 50257:
-            raise MoexError(f"{path}: vocabulary {model.cfg.vocab_size} is not GPT-2's; probing reads text models")
-        return MoexReader(model), gpt2_offsets
-    hf = HFModel.from_pretrained(path)
+    loaded = load_model_or_reader(path)
+    if isinstance(loaded, GPT):
+        if loaded.cfg.vocab_size < 50257:
+            raise MoexError(f"{path}: vocabulary {loaded.cfg.vocab_size} is not GPT-2's; probing reads text models")
+        return MoexReader(loaded), gpt2_offsets
     if tokenizer == "gpt2":
-        return hf, gpt2_offsets
+        return loaded, gpt2_offsets
     from transformers import AutoTokenizer
 
     try:
@@ -161,7 +158,7 @@ def load_reader(path: str | Path, tokenizer: str = "auto") -> tuple[Any, Tokeniz
         enc = tok(text, return_offsets_mapping=True, add_special_tokens=False)
         return enc["input_ids"], [a for a, _ in enc["offset_mapping"]]
 
-    return hf, tokenize
+    return loaded, tokenize
 
 
 def run_probe(model: str | Path, out: str | Path, conllu: list[str] = (), regex: dict[str, str] | None = None,

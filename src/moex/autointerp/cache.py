@@ -35,9 +35,6 @@ def iter_rows(tokens: Iterable[int], length: int, bos: int | None) -> Iterator[l
             row = []
 
 
-def corpus_rows(tokens: Iterable[int], length: int, bos: int | None) -> list[list[int]]:
-    return list(iter_rows(tokens, length, bos))
-
 
 def apply_rule(feats: torch.Tensor, rule: str) -> torch.Tensor:
     """Zero what the rule does not count as activating: ``nonzero`` keeps all, ``topk:K`` the K largest per

@@ -18,8 +18,9 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
         return
     if not (args.checkpoint and args.data and args.llm and args.out):
         raise MoexError("--checkpoint, --data, --llm and --out are required")
+    from ..interp.hf import load_model_or_reader
     from .llm import load_llm
-    from .pipeline import AutointerpConfig, load_model_or_reader
+    from .pipeline import AutointerpConfig
 
     cfg = AutointerpConfig.from_dict(settings_of(args), "autointerp settings")
     model = load_model_or_reader(args.checkpoint)

@@ -44,20 +44,6 @@ class AutointerpConfig(Config):
     seed: int = 0
 
 
-def load_model_or_reader(path: str | Path) -> Any:
-    """A moex run directory (``GPT``; a GPT-2 Hugging Face directory loads the same way) or another Hugging
-    Face model directory (``interp.hf.HFModel``)."""
-    from ..artifacts import CFG_JSON
-    from ..interp.hf import HFModel
-    from ..model.gpt import GPT
-    from ..model.hf import is_hf_gpt2
-
-    p = Path(path)
-    if (p / CFG_JSON).exists() or is_hf_gpt2(p) and '"gpt2"' in (p / "config.json").read_text():
-        return GPT.from_pretrained(p)
-    return HFModel.from_pretrained(p)
-
-
 def text_codec(model: Any) -> tuple[Any, Any, int | None]:
     """(encode, decode one token, BOS id) for the model: GPT-2 BPE for moex models, the model's own
     tokenizer for a Hugging Face directory."""
@@ -90,9 +76,7 @@ def iter_text_tokens(data: list[str], max_tokens: int, encode: Any = None, bos: 
     for d in data:
         p = Path(d)
         if (p / "meta.json").exists():
-            blocks = BlockData(p)
-            pieces = (np.asarray(blocks.splits["val"][[i]]).reshape(-1).tolist()
-                      for i in range(blocks.n_blocks("val")))
+            pieces = BlockData(p).iter_blocks("val")
         elif p.is_file():
             lead = [[bos]] if bos is not None else []
             pieces = itertools.chain(lead, (encode(t) for t in text_pieces(p, piece_chars)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,11 @@ class BlockData:
         """Blocks at ``index`` -> (x, y) int64 tensors of shape (len(index), block - 1)."""
         b = torch.from_numpy(np.asarray(self.splits[split][np.sort(index)], dtype=np.int64))
         return b[:, :-1], b[:, 1:]
+
+    def iter_blocks(self, split: str) -> Iterator[list[int]]:
+        """Every block of ``split`` in order, as token lists (read one at a time)."""
+        for i in range(self.n_blocks(split)):
+            yield np.asarray(self.splits[split][[i]]).reshape(-1).tolist()
 
     def sample(self, split: str, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch of whole blocks (each starts at a block boundary)."""

@@ -144,3 +144,16 @@ class HFModel(Reader):
 
     def n_experts(self, layer: int) -> int:
         return self.mlp(layer).experts.gate_up_proj.shape[0] if self.kinds[layer] == "moe" else 1
+
+
+def load_model_or_reader(path: str | Path) -> Any:
+    """A moex run directory or a Hugging Face GPT-2 directory as our ``GPT`` (which reads both), any other
+    Hugging Face causal LM directory as an ``HFModel``."""
+    from ..artifacts import CFG_JSON, read_json
+    from ..model.gpt import GPT
+
+    p = Path(path)
+    if (p / CFG_JSON).exists() or (p / "config.json").is_file() and \
+            read_json(p / "config.json").get("model_type") == "gpt2":
+        return GPT.from_pretrained(p)
+    return HFModel.from_pretrained(p)
