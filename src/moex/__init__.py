@@ -40,6 +40,9 @@ _EXPORTS = {
     "evaluate_checkpoints": "moex.eval.ppl", "Scale": "moex.experiments.chess",
     "run_chess_experiment": "moex.experiments.chess", "run_demo": "moex.experiments.chess",
     "router_analysis": "moex.experiments.chess",
+    # the browser
+    "build_site": "moex.browse.build", "BrowseConfig": "moex.browse.build", "screenshots": "moex.browse.chromium",
+    "model_fingerprint": "moex.interp.sites",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -47,6 +47,7 @@ def _extra_commands() -> list:
     """Subcommand registrars of the other packages."""
     from .analysis.cli import add_analysis_commands
     from .autointerp.cli import add_autointerp_commands
+    from .browse.cli import add_browse_command
     from .data.cli import add_data_commands
     from .eval.cli import add_eval_commands
     from .experiments.cli import add_experiment_commands
@@ -54,7 +55,7 @@ def _extra_commands() -> list:
     from .training.cli import add_train_commands
 
     return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands,
-            add_analysis_commands, add_autointerp_commands]
+            add_analysis_commands, add_autointerp_commands, add_browse_command]
 
 
 CPU_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}  # libgomp (Linux torch) / LLVM and Intel OpenMP

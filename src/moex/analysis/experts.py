@@ -71,13 +71,14 @@ def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec:
     from ..autointerp.pipeline import text_codec
     from ..interp.experts import MoexReader
     from ..interp.hf import load_model_or_reader
+    from ..interp.sites import model_fingerprint
 
     loaded = load_model_or_reader(model)
     reader = loaded if hasattr(loaded, "capture") else MoexReader(loaded)
     encode, decode, _ = text_codec(loaded)
     documents = read_documents(data, encode, max_tokens)
     llm = load_llm(llm_spec, cache_dir=Path(out) / "llm-cache")
-    results = {"model": str(model), "reader": reader.name, "llm": getattr(llm, "name", llm_spec), "layers": []}
+    results = {"model": str(model), "fingerprint": model_fingerprint(loaded), "reader": reader.name, "llm": getattr(llm, "name", llm_spec), "layers": []}
     for layer in layers:
         results["layers"].append(explain_experts(reader, documents, layer, llm, decode, window=window, seed=seed))
     write_json(Path(out) / "experts.json", results)

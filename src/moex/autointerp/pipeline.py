@@ -90,6 +90,22 @@ def iter_text_tokens(data: list[str], max_tokens: int, encode: Any = None, bos: 
                 n += 1
 
 
+def text_rows(model: Any, data: list[str], max_tokens: int, window: int, bos: bool = True) -> tuple[Iterator, Any]:
+    """(rows, decode one token): the corpus as rows of min(context, 256) tokens for ``model``, each led by
+    its BOS token when ``bos``, streamed; the first row is read here, so an empty corpus fails early."""
+    encode, decode_one, bos_id = text_codec(model)
+    ctx = getattr(getattr(model, "cfg", None), "ctx", 256)
+    length = min(ctx, 256)
+    if length < window:
+        raise MoexError(f"the model's context {ctx} is shorter than the window of {window} tokens "
+                        f"(set window=N with N <= {ctx})")
+    rows = iter_rows(iter_text_tokens(data, max_tokens, encode, bos_id), length, bos_id if bos else None)
+    first = list(itertools.islice(rows, 1))
+    if not first:
+        raise MoexError(f"{', '.join(map(str, data))}: fewer tokens than one row of {length}")
+    return itertools.chain(first, rows), decode_one
+
+
 def text_pieces(path: Path, piece_chars: int) -> Iterator[str]:
     buf: list[str] = []
     size = 0
@@ -147,21 +163,13 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                    site: str = "mlp", n_features: int = 10, feature_ids: list[int] | None = None,
                    cfg: AutointerpConfig | None = None, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Explain and score features of ``model`` (a moex GPT or a reader) at ``site``/``layer`` with ``llm``."""
-    from ..interp.sites import site_for
+    from ..interp.sites import model_fingerprint, site_for
 
     cfg = cfg or AutointerpConfig()
     out = Path(out)
     s = site_for(model, site, layer)
-    encode, decode_one, bos = text_codec(model)
-    ctx = getattr(getattr(model, "cfg", None), "ctx", 256)
-    length = min(ctx, 256)
-    if length < cfg.window:
-        raise MoexError(f"the model's context {ctx} is shorter than the window of {cfg.window} tokens "
-                        f"(set window=N with N <= {ctx})")
-    rows = iter_rows(iter_text_tokens(data, cfg.max_tokens, encode, bos), length, bos if cfg.bos else None)
+    rows, decode_one = text_rows(model, data, cfg.max_tokens, cfg.window, cfg.bos)
     first = list(itertools.islice(rows, 2))
-    if not first:
-        raise MoexError(f"{', '.join(data)}: fewer tokens than one row of {length}")
     rows = itertools.chain(first, rows)
     rule = choose_rule(s, first, device) if cfg.rule == "auto" else cfg.rule
     rng = np.random.default_rng(cfg.seed)
@@ -201,7 +209,8 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                             "similar_to_feature": ex.similar_to}}
         write_json(out / "features" / f"{f}.json", rec)
         results.append(rec)
-    summary = {"model": getattr(model, "name", type(model).__name__), "site": s.name, "layer": s.layer,
+    summary = {"model": getattr(model, "name", type(model).__name__), "fingerprint": model_fingerprint(model),
+               "site": s.name, "layer": s.layer, "width": s.width,
                "llm": getattr(llm, "name", type(llm).__name__), "activation_rule": rule, "scorer": mode,
                "config": asdict(cfg),
                "features_scored": len(results), "features_skipped": skipped, "rows": cache.n_rows,

@@ -123,3 +123,62 @@ def state_onehot(state: np.ndarray) -> np.ndarray:
     out = np.zeros((len(state), 13, 64), dtype=bool)
     out[np.arange(len(state))[:, None], p, np.arange(64)[None, :]] = True
     return out.reshape(len(state), 13 * 64)
+
+
+@dataclass
+class FeatureBSPs:
+    """Per feature, the BSPs it classifies best on the train positions: indices (n, top) into the labels'
+    columns and, at each one's best threshold, F1, precision, recall and that threshold."""
+
+    bsp: np.ndarray  # (n, top) int
+    f1: np.ndarray  # (n, top)
+    precision: np.ndarray
+    recall: np.ndarray
+    threshold: np.ndarray
+
+
+def best_bsps_per_feature(
+    features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, train_mask: torch.Tensor | np.ndarray,
+    f_max: torch.Tensor | np.ndarray, top: int = 5, thresholds: tuple[float, ...] = THRESHOLDS, chunk: int = 1024,
+    device: str | torch.device = "cpu",
+) -> FeatureBSPs:
+    """For every feature, its ``top`` BSPs by F1 on the train positions, each at its own best threshold
+    (feature f on iff F > t * f_max(f), as in ``bsp_metrics``)."""
+    feats = torch.as_tensor(features)
+    train = torch.as_tensor(train_mask, dtype=torch.bool)
+    lab = torch.as_tensor(labels)[train].to(device=device, dtype=torch.float32)
+    fmax = torch.as_tensor(f_max).to(device=device, dtype=torch.float32)
+    n_true = lab.sum(0)
+    top = min(top, lab.shape[1])
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("bsp", "f1", "precision", "recall", "threshold")}
+    for lo in range(0, feats.shape[1], chunk):
+        f = feats[train][:, lo:lo + chunk].to(device=device, dtype=torch.float32)
+        fm = fmax[lo:lo + chunk]
+        best = torch.full((f.shape[1], lab.shape[1]), -1.0, device=device)
+        best_p, best_r, best_t = torch.zeros_like(best), torch.zeros_like(best), torch.zeros_like(best)
+        for t in thresholds:
+            on = (f > t * fm).float()
+            tp, n_on = on.T @ lab, on.sum(0)[:, None]
+            score = f1(tp, n_on, n_true[None, :])
+            better = score > best
+            best = torch.where(better, score, best)
+            best_p = torch.where(better, tp / (n_on + EPS), best_p)
+            best_r = torch.where(better, tp / (n_true[None, :] + EPS), best_r)
+            best_t = torch.where(better, torch.full_like(best, t), best_t)
+        val, idx = best.topk(top, dim=1)
+        out["bsp"].append(idx)
+        out["f1"].append(val)
+        for name, m in (("precision", best_p), ("recall", best_r), ("threshold", best_t)):
+            out[name].append(m.gather(1, idx))
+    return FeatureBSPs(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()})
+
+
+def firing_rate_given_label(on: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(n, G): P(feature on | label g true) over the positions, from ``on`` (P, n) bool and ``labels`` (P, G)
+    bool; NaN where a label is never true."""
+    on_t = torch.as_tensor(on).float()
+    lab = torch.as_tensor(labels).float()
+    count = lab.sum(0)
+    rate = (on_t.T @ lab) / count.clamp_min(1)[None, :]
+    rate[:, count == 0] = float("nan")
+    return rate.numpy()

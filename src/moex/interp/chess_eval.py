@@ -38,15 +38,15 @@ def train_mask_for(games_of_positions: np.ndarray, n_games: int, train_fraction:
 
 def score_features(
     games: list[str], features: np.ndarray, f_max: np.ndarray | None = None, train_fraction: float = 0.5,
-    device: str = "cpu",
+    device: str = "cpu", max_chars: int = 256,
 ) -> dict[str, Any]:
-    """Coverage/reconstruction of ``features`` (one row per evaluation position) for the piece BSPs
-    (768) and the 13-class piece state (832)."""
-    labels = board_labels(games)
+    """Coverage/reconstruction of ``features`` (one row per evaluation position in the first ``max_chars``
+    characters) for the piece BSPs (768) and the 13-class piece state (832)."""
+    labels = board_labels(games, max_chars)
     if features.shape[0] != len(labels.game):
         raise MoexError(
             f"features have {features.shape[0]} rows but the games have {len(labels.game)} evaluation "
-            "positions (every '.' in the first 256 characters, at most 20 per game)")
+            f"positions (every '.' in the first {max_chars} characters, at most 20 per game)")
     mask = train_mask_for(labels.game, len(games), train_fraction)
     out: dict[str, Any] = {"n_games": len(games), "n_positions": int(len(labels.game)),
                            "train_fraction": train_fraction}
@@ -70,7 +70,8 @@ def score_chess(model: GPT, games: list[str], layer: int | None = None, site: st
     s = site_for(model, site, layer)
     n_train = int(round(len(games) * train_fraction)) if fmax_split == "train" else None
     acts = collect_chess(model, games, site=s, device=device, fmax_games=n_train)
-    res = score_features(games, acts.features, acts.f_max, train_fraction, device=device)
+    res = score_features(games, acts.features, acts.f_max, train_fraction, device=device,
+                         max_chars=min(256, model.cfg.ctx))
     res.update(layer=s.layer, site=s.name, mean_l0=acts.mean_l0, features=res["pieces"]["n_features"],
                alive=res["pieces"]["alive_features"], fmax_split=fmax_split)
     return res

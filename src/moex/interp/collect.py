@@ -43,7 +43,7 @@ def collect_chess(
         l0_sum += (a_valid != 0).sum().item()
         l0_count += a_valid.shape[0]
         for i in range(chunk.tokens.shape[0]):
-            pos = eval_positions(games[chunk.index + i], max_chars, max_positions)
+            pos = eval_positions(games[chunk.index + i], n, max_positions)
             feats.append(chunk.features[i, pos].cpu())
     if fmax is None:
         raise ValueError(f"fmax_games={fmax_games}: no game to take f_max over")

@@ -146,3 +146,20 @@ def collect(site: Site, sequences: Sequence[Sequence[int] | np.ndarray] | Iterab
         idx = torch.from_numpy(ids).to(device)
         mask = torch.arange(t, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
         yield FeatureChunk(lo, idx, mask, site.features(idx).float())
+
+
+def model_fingerprint(model: Any) -> str:
+    """A short hash of a model's configuration and weights (the first 256 values of every tensor): two
+    artifacts with the same fingerprint were made from the same model. ``model``: a moex ``GPT`` or a reader
+    (its ``.model``)."""
+    import hashlib
+
+    net = model if isinstance(model, torch.nn.Module) else model.model
+    cfg = getattr(net, "cfg", None) or getattr(net, "config", None)
+    cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(vars(cfg))
+    h = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in cfg_dict.items()
+                                   if not k.startswith("_") and k not in ("dtype", "torch_dtype"))).encode())
+    for name, t in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

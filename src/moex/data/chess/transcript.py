@@ -6,6 +6,7 @@ One parser and one writer, shared by import, self-play and the board-state label
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import chess
@@ -59,3 +60,38 @@ def canonical(transcript: str, where: str = "transcript") -> str:
     """Re-write a transcript from its replayed moves (normalises SAN; raises on illegal moves)."""
     moves = [b.peek() for b in replay(transcript, where)]
     return moves_to_transcript(moves)
+
+
+@dataclass
+class MoveSpan:
+    """One move of a transcript: its characters ``[start, end)`` (with a leading move number), the move and
+    the board before it."""
+
+    start: int
+    end: int
+    ply: int
+    san: str
+    uci: str
+    fen_before: str
+
+
+def move_spans(transcript: str, where: str = "transcript") -> tuple[list[MoveSpan], str]:
+    """Every move's character span and the board before it, and the FEN after the last move: which move a
+    character belongs to (a character between moves belongs to the next one)."""
+    spans: list[MoveSpan] = []
+    board = chess.Board()
+    pos = 1 if transcript.startswith(";") else 0
+    for tok in transcript[pos:].split(" "):
+        start, end = pos, pos + len(tok)
+        pos = end + 1
+        san = _MOVE_NUMBER.sub("", tok)
+        if not san:
+            continue
+        fen = board.fen()
+        try:
+            move = board.push_san(san)
+        except ValueError as e:
+            raise TranscriptError(f"{where}: move {len(spans) // 2 + 1}{'.' if len(spans) % 2 == 0 else '...'}"
+                                  f"{san}: {e}") from None
+        spans.append(MoveSpan(start, end, len(spans), san, move.uci(), fen))
+    return spans, board.fen()

@@ -1,0 +1,343 @@
+"""The feature and expert browser: its statistics against brute force, the site's data, the pages in a real
+headless Chromium, and bad input."""
+
+import json
+import re
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import chess
+import chess.svg
+import numpy as np
+import pytest
+import torch
+
+from moex import GPT, MoexError, make_config
+from moex.browse.build import BrowseConfig, build_site
+from moex.browse.chromium import dump_dom, find_chromium, page_url, screenshots
+from moex.browse.stats import BINS, feature_stats
+from moex.data.chess.transcript import move_spans
+from moex.interp.bsp import best_bsps_per_feature, firing_rate_given_label
+from moex.interp.sites import site_for
+
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium (apt-get install chromium)")
+
+
+def read_data(path: Path) -> dict:
+    """The object a data script passes to MOEX.<name>(...)."""
+    text = path.read_text()
+    return json.loads(text[text.index("(") + 1:text.rindex(")")])
+
+
+# statistics against brute force ----------------------------------------------------------------------------
+def test_feature_stats_against_a_brute_force_loop():
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny", "moex", vocab_size=32, ctx=64, n_layer=2)).eval()
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 32, size=rng.integers(20, 64)).tolist() for _ in range(12)]
+    site = site_for(model, "mlp", 1)
+    positions = [[0, 5, 7]] * len(rows)
+    st = feature_stats(site, rows, window=16, top=3, per_decile=2, fmax_rows=5, positions=positions, progress=False)
+    with torch.no_grad():
+        feats = [site.features(torch.tensor([r]))[0] for r in rows]
+    every = torch.cat(feats)
+    assert st.n_tokens == every.shape[0]
+    assert torch.allclose(st.f_max, every.max(0).values, atol=1e-5)
+    assert torch.allclose(st.f_max_first, torch.cat(feats[:5]).max(0).values, atol=1e-5)
+    assert torch.equal(st.firing, (every > 0).sum(0))
+    # histogram: a / f_max in BINS equal bins of (0, 1], counted token by token
+    hist = np.zeros((site.width, BINS))
+    for f in torch.nonzero(st.f_max > 0).flatten().tolist():
+        for a in every[:, f].tolist():
+            if a > 0:
+                hist[f, min(BINS, int(np.ceil(a / st.f_max[f].item() * BINS))) - 1] += 1
+    assert (np.abs(st.histogram.numpy() - hist) <= 1).all() and st.histogram.sum() == hist.sum()
+    # windows: every 16 tokens of every row, scored by their max
+    windows = {}
+    for i, f in enumerate(feats):
+        for w in range(0, len(f), 16):
+            windows[i * 4 + w // 16] = f[w:w + 16]
+    score = {wid: w.max(0).values for wid, w in windows.items()}
+    best = torch.stack(list(score.values())).topk(3, dim=0).values
+    assert torch.allclose(st.top.scores, best, atol=1e-5)
+    for j in range(3):
+        for f in range(0, site.width, 97):
+            wid = int(st.top.ids[j, f])
+            assert abs(score[wid][f] - st.top.scores[j, f]) < 1e-5  # ties may pick another window of equal score
+            w = windows[wid][:, f]
+            assert torch.allclose(st.top.acts[j, f, :len(w)], w * (w != 0), atol=1e-5)
+    # decile samples: windows whose score falls in their decile of f_max
+    for d, kept in enumerate(st.deciles):
+        for j, f in zip(*np.nonzero(np.isfinite(kept.scores.numpy()))):
+            r = score[int(kept.ids[j, f])][f] / st.f_max[f]
+            assert d / 10 - 1e-6 < r <= (d + 1) / 10 + 1e-6
+    assert np.allclose(st.at_positions, torch.stack([f[p] for f in feats for p in (0, 5, 7)]).numpy(), atol=1e-5)
+
+
+def test_best_bsps_and_firing_rates_against_loops():
+    rng = np.random.default_rng(1)
+    feats = rng.exponential(size=(60, 5)) * (rng.random((60, 5)) < 0.5)
+    labels = rng.random((60, 7)) < 0.4
+    train = np.arange(60) < 40
+    fmax = feats[train].max(0)
+    labels[:, 3] = feats[:, 2] > 0.5 * fmax[2]  # feature 2 classifies BSP 3 exactly at threshold 0.5
+    res = best_bsps_per_feature(feats, labels, train, fmax, top=2, chunk=2)
+    for f in range(5):
+        table = []
+        for g in range(7):
+            best = (-1, 0, 0, 0)
+            for t in [i / 10 for i in range(11)]:
+                on = feats[train, f] > t * fmax[f]
+                tp = (on & labels[train, g]).sum()
+                p, r = tp / max(on.sum(), 1e-8), tp / max(labels[train, g].sum(), 1e-8)
+                f1 = 2 * p * r / (p + r) if p + r else 0.0
+                if f1 > best[0] + 1e-9:
+                    best = (f1, p, r, t)
+            table.append((best, g))
+        table.sort(key=lambda x: -x[0][0])
+        for j in range(2):
+            (f1, p, r, t), g = table[j]
+            assert abs(res.f1[f, j] - f1) < 1e-4 and abs(res.precision[f, j] - p) < 1e-4
+            assert abs(res.recall[f, j] - r) < 1e-4 and abs(res.threshold[f, j] - t) < 1e-6
+    assert res.bsp[2, 0] == 3 and res.f1[2, 0] > 0.999 and res.threshold[2, 0] <= 0.5
+    rate = firing_rate_given_label(feats > 0, labels)
+    for f in range(5):
+        for g in range(7):
+            assert abs(rate[f, g] - (feats[labels[:, g], f] > 0).mean()) < 1e-6
+
+
+def test_move_spans_say_which_move_a_character_belongs_to():
+    t = ";1.e4 e5 2.Nf3 Nc6"
+    spans, final = move_spans(t)
+    assert [(s.start, s.end, s.san, s.uci) for s in spans] == [(1, 5, "e4", "e2e4"), (6, 8, "e5", "e7e5"),
+                                                              (9, 14, "Nf3", "g1f3"), (15, 18, "Nc6", "b8c6")]
+    assert spans[2].fen_before == chess.Board("rnbqkbnr/pppp1ppp/8/4p3/4P3/8/PPPP1PPP/RNBQKBNR w KQkq - 0 2").fen()
+    assert t[spans[2].start:spans[2].end] == "2.Nf3"
+    assert chess.Board(final).fullmove_number == 3
+
+
+# sites ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chess_run(chess_blocks_dir, tmp_path_factory):
+    """A tiny MoE-X (2 layers, 8 x 512 = 4096 features) trained 10 steps on the session's games."""
+    from moex import run_training
+
+    out = tmp_path_factory.mktemp("browse") / "moex"
+    run_training(out, "tiny", "moex", dict(data=str(chess_blocks_dir), n_layer=2, max_steps=10, batch_size=8,
+                                           eval_interval=5, eval_batches=2, warmup_steps=2, lr=3e-3), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chess_site(chess_run, chess_games_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("site") / "chess"
+    cfg = BrowseConfig(n_games=40, top=4)
+    rec = build_site(chess_run, out, games=chess_games_dir / "games.txt", layer=1, cfg=cfg, progress=False)
+    return out, rec
+
+
+def test_chess_site_data(chess_site, chess_run, chess_games_dir):
+    from moex import read_games, score_chess
+
+    out, rec = chess_site
+    assert rec["width"] == 4096 and rec["moe"] and rec["kind"] == "chess"
+    index = read_data(out / "data" / "index.js")
+    assert index["features"]["id"] == list(range(4096)) and len(index["experts"]["id"]) == 8
+    model = read_data(out / "data" / "model.js")
+    # the model page's scores are score_chess' on the same games and layer
+    ref = score_chess(GPT.from_pretrained(chess_run), read_games(chess_games_dir / "games.txt")[:40], layer=1)
+    for k in ("coverage", "reconstruction", "coverage_per_bsp", "reconstruction_per_board"):
+        assert model["chess"][k] == pytest.approx(ref[k], abs=1e-6)
+    assert model["router"]["router"] == "sparsity" and model["loss"]["step"]
+    f = int(np.nanargmax([v if v is not None else np.nan for v in index["features"]["best_f1"]]))
+    page = read_data(out / "data" / "features" / f"{f}.js")
+    assert len(page["top"]) == 4 and len(page["bsps"]) == 5 and len(page["heatmap"]) == 12
+    assert page["bsps"][0]["f1"] == index["features"]["best_f1"][f]
+    games = read_games(chess_games_dir / "games.txt")
+    for t in page["top"]:  # the board is the game's position before the move written at the peak character
+        spans, _ = move_spans(games[t["game"] - 1])
+        span = next(s for s in spans if s.end > t["peak"])
+        assert (t["fen"], t["move"]) == (span.fen_before, span.uci)
+        assert t["text"] == games[t["game"] - 1][:len(t["text"])]
+        assert max(t["acts"]) == pytest.approx(t["score"], rel=5e-3)  # 3 and 4 significant digits
+    assert sum(page["histogram"]) == pytest.approx(page["frequency"] * rec["tokens"], abs=1)
+
+
+def uses(svg: str) -> list[tuple[str, float, float]]:
+    """The pieces of a board SVG: (definition id, x, y)."""
+    found = re.findall(r'<use href="#([a-z-]+)"[^>]*transform="translate\(([\d.]+), ([\d.]+)\)"', svg)
+    return sorted((name, float(x), float(y)) for name, x, y in found)
+
+
+@needs_chromium
+def test_chess_pages_in_headless_chromium(chess_site, tmp_path):
+    out, rec = chess_site
+    index = read_data(out / "data" / "index.js")
+    dom = dump_dom(page_url(out, "index.html"))
+    assert "of 4096 features" in dom and dom.count('href="feature.html?id=') == 100  # the first page of 100
+    f = int(np.argmax([v or 0 for v in index["features"]["best_f1"]]))
+    page = read_data(out / "data" / "features" / f"{f}.js")
+    dom = dump_dom(page_url(out, f"feature.html?id={f}"))
+    assert dom.count('<svg class="board"') == len(page["top"]) == 4
+    assert dom.count('<svg class="heat"') == 12 and page["bsps"][0]["name"] in dom
+    assert dom.count('class="tok') >= sum(len(t["text"]) for t in page["top"])
+    # each board has python-chess's pieces on python-chess's squares for its FEN
+    boards = re.findall(r'<svg class="board".*?</svg>', dom, re.S)
+    for t, svg in zip(page["top"], boards):
+        ref = chess.svg.board(chess.Board(t["fen"]), coordinates=False, lastmove=chess.Move.from_uci(t["move"]))
+        assert len(uses(ref)) == len(chess.Board(t["fen"]).piece_map()) and uses(svg) == uses(ref)
+        squares = re.compile(r'<rect x="(\d+)" y="(\d+)" [^>]*class="(square [^"]+)"[^>]*fill="([^"]+)"')
+        assert len(squares.findall(svg)) == 64 and sorted(squares.findall(svg)) == sorted(squares.findall(ref))
+    dom = dump_dom(page_url(out, "expert.html?id=3"))
+    assert "Expert 3" in dom and "Tokens most often routed to it" in dom
+    dom = dump_dom(page_url(out, "model.html"))
+    assert "Coverage and reconstruction" in dom and "Router analysis" in dom and "<polyline" in dom
+    pngs = screenshots(out, tmp_path / "shots", feature=f)
+    assert [p.name for p in pngs] == ["index.png", "feature.png", "expert.png", "model.png"]
+    assert all(p.stat().st_size > 20_000 for p in pngs)
+
+
+@needs_chromium
+def test_the_site_opens_from_a_static_server(chess_site):
+    out, _ = chess_site
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dom = dump_dom(f"http://127.0.0.1:{server.server_port}/feature.html?id=1")
+    finally:
+        server.shutdown()
+    assert "Feature 1" in dom and "Activation histogram" in dom
+
+
+@pytest.fixture(scope="module")
+def text_site(text_runs, tmp_path_factory):
+    from conftest import TEXT_DIR
+
+    out = tmp_path_factory.mktemp("site") / "text"
+    rec = build_site(text_runs / "moex", out, data=[str(TEXT_DIR / "wikitext-2-valid.txt")], layer=1,
+                     cfg=BrowseConfig(max_tokens=6000, window=16, top=5), progress=False)
+    return out, rec
+
+
+def test_text_site_data(text_site):
+    out, rec = text_site
+    assert rec["kind"] == "text" and rec["moe"]
+    index = read_data(out / "data" / "index.js")
+    f = int(np.argmax(index["features"]["frequency"]))
+    page = read_data(out / "data" / "features" / f"{f}.js")
+    assert len(page["top"]) == 5 and all(len(w["tokens"]) == len(w["acts"]) == 16 for w in page["top"])
+    scores = [w["score"] for w in page["top"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(page["f_max"], rel=1e-3)
+    for d in page["deciles"]:
+        for w in d["windows"]:
+            assert (d["decile"] - 1) / 10 - 1e-3 <= w["score"] / page["f_max"] <= d["decile"] / 10 + 1e-3
+    experts = read_data(out / "data" / "index.js")["experts"]
+    assert sum(experts["share"]) == pytest.approx(2, abs=1e-3)  # every token goes to its top-2 experts
+    expert = read_data(out / "data" / "experts" / f"{int(np.argmax(experts['share']))}.js")
+    assert expert["top_tokens"] and 0 < expert["share"] <= 1 and 0 < expert["mean_l0"] <= expert["units"]
+    assert sum(t["count"] for t in expert["top_tokens"]) <= expert["share"] * rec["tokens"] + 1
+
+
+@needs_chromium
+def test_text_pages_in_headless_chromium(text_site, tmp_path):
+    out, _ = text_site
+    index = read_data(out / "data" / "index.js")
+    f = int(np.argmax(index["features"]["frequency"]))
+    dom = dump_dom(page_url(out, f"feature.html?id={f}"))
+    assert dom.count('class="window"') >= 5 and dom.count('<span class="tok') >= 5 * 16
+    assert "Samples by activation decile" in dom and "rgba(255,110,0,1.000)" in dom  # the peak token is fully shaded
+    shots = screenshots(out, tmp_path, feature=f)
+    assert len(shots) == 4
+
+
+def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, text_site, tmp_path):
+    from conftest import TEXT_DIR
+
+    from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
+
+    class Scripted:  # an LLM that explains and answers in a fixed way: the browser only shows what it said
+        name = "scripted"
+
+        def complete(self, messages):
+            return "[1, 0, 1, 0, 1]" if "Answer (" in messages[-1]["content"] else "[EXPLANATION]: the letter e"
+
+    text = [str(TEXT_DIR / "wikitext-2-valid.txt")]
+    index = read_data(text_site[0] / "data" / "index.js")
+    f = int(np.argmin(np.abs(np.array(index["features"]["frequency"]) - 0.05)))  # fires on some windows, not all
+    cfg = AutointerpConfig(window=16, n_explain=3, per_decile=1, n_deciles=2, n_negative=2, max_tokens=6000,
+                           scorer="list")
+    run_autointerp(GPT.from_pretrained(text_runs / "moex"), text, tmp_path / "ai", Scripted(), layer=1,
+                   feature_ids=[f], cfg=cfg, progress=False)
+    out = tmp_path / "site"
+    build_site(text_runs / "moex", out, data=text, layer=1, autointerp=tmp_path / "ai",
+               cfg=BrowseConfig(max_tokens=3000, window=16), progress=False)
+    page = read_data(out / "data" / "features" / f"{f}.js")
+    assert page["explanation"] == "the letter e" and page["detection"] is not None
+    assert read_data(out / "data" / "index.js")["features"]["explanation"][f] == "the letter e"
+    with pytest.raises(MoexError, match=r"ai/summary.json: made from model .*not from .*gelu"):
+        build_site(text_runs / "gelu", tmp_path / "other", data=text, layer=1, autointerp=tmp_path / "ai",
+                   progress=False)
+    with pytest.raises(MoexError, match="explains site mlp of layer 1; the site browsed is mlp of layer 0"):
+        build_site(text_runs / "moex", tmp_path / "other", data=text, layer=0, autointerp=tmp_path / "ai",
+                   progress=False)
+
+
+def test_a_hugging_face_moe_through_its_reader(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from conftest import TEXT_DIR
+
+    torch.manual_seed(0)
+    vocab = {c: i for i, c in enumerate(["<unk>", " "] + list("abcdefghijklmnopqrstuvwxyz"))}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Split("", "isolated")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<unk>")
+    cfg = transformers.AutoConfig.for_model("olmoe", vocab_size=28, hidden_size=32, intermediate_size=16,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            num_experts=4, num_experts_per_tok=2, max_position_embeddings=64,
+                                            bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "olmoe")
+    fast.save_pretrained(tmp_path / "olmoe")
+    text = tmp_path / "t.txt"
+    text.write_text((TEXT_DIR / "tiny-shakespeare.txt").read_text()[:4000].lower() if TEXT_DIR.exists()
+                    else "the quick brown fox jumps over the lazy dog\n" * 80)
+    rec = build_site(tmp_path / "olmoe", tmp_path / "site", data=[str(text)], layer=1,
+                     cfg=BrowseConfig(window=16, top=3), progress=False)
+    assert rec["moe"] and rec["width"] == 4 * 16
+    expert = read_data(tmp_path / "site" / "data" / "experts" / "2.js")
+    assert len(expert["top"]) == 3 and expert["top_tokens"]
+    assert read_data(tmp_path / "site" / "data" / "model.js")["model"]["class"] == "OlmoeForCausalLM"
+
+
+def test_bad_input_names_what_does_not_match(chess_run, chess_games_dir, text_runs, tmp_path):
+    games = chess_games_dir / "games.txt"
+    with pytest.raises(MoexError, match=r"layer 5 out of range: the model has layers 0\.\.1"):
+        build_site(chess_run, tmp_path / "a", games=games, layer=5, progress=False)
+    with pytest.raises(MoexError, match=r"games.txt: chess games need a chess model .* vocabulary of 50257"):
+        build_site(text_runs / "moex", tmp_path / "a", games=games, progress=False)
+    with pytest.raises(MoexError, match=r"text needs a text model; .* vocabulary of 32"):
+        build_site(chess_run, tmp_path / "a", data=[str(games)], progress=False)
+    bad = tmp_path / "bad.txt"
+    bad.write_text(games.read_text().splitlines()[0] + "\n;1.e4 e5 2.Nf3 {!}\n")
+    with pytest.raises(MoexError, match=r"bad.txt: game 2: character '\{' at column"):
+        build_site(chess_run, tmp_path / "a", games=bad, progress=False)
+    with pytest.raises(MoexError, match="one of the two"):
+        build_site(chess_run, tmp_path / "a", progress=False)
+    (tmp_path / "notasite").mkdir()
+    (tmp_path / "notasite" / "keep.txt").write_text("mine")
+    with pytest.raises(MoexError, match="exists and is not a moex site"):
+        build_site(chess_run, tmp_path / "notasite", games=games, progress=False)
+    assert (tmp_path / "notasite" / "keep.txt").read_text() == "mine"
+
+
+def test_cli_parses_and_reports(chess_run, chess_games_dir, tmp_path, capsys):
+    from moex.cli import main
+
+    assert main(["browse", "--checkpoint", str(chess_run), "--games", str(chess_games_dir / "games.txt"),
+                 "--out", str(tmp_path / "s"), "n_games=4", "top=2"]) == 0
+    assert "4096 features of mlp layer 1 and its experts on 4 games" in capsys.readouterr().out
+    assert main(["browse", "--checkpoint", str(chess_run), "--games", str(chess_games_dir / "games.txt"),
+                 "--out", str(tmp_path / "s"), "layer=3"]) == 2
+    assert "moex: error: browse settings: unknown browse key(s) 'layer'" in capsys.readouterr().err
