@@ -1,12 +1,10 @@
 """The feature and expert browser: its statistics against brute force, the site's data, the pages in a real
 headless Chromium, and bad input."""
 
-import json
 import re
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import chess
 import chess.svg
@@ -15,20 +13,14 @@ import pytest
 import torch
 
 from moex import GPT, MoexError, make_config
-from moex.browse.build import BrowseConfig, build_site
-from moex.browse.chromium import dump_dom, find_chromium, page_url, screenshots
+from moex.browse.build import BrowseConfig, build_site, read_site_data
+from moex.browse.chromium import dump_dom, find_chromium, page_url, screenshots, showcase_feature
 from moex.browse.stats import BINS, feature_stats
 from moex.data.chess.transcript import move_spans
 from moex.interp.bsp import best_bsps_per_feature, firing_rate_given_label
 from moex.interp.sites import site_for
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium (apt-get install chromium)")
-
-
-def read_data(path: Path) -> dict:
-    """The object a data script passes to MOEX.<name>(...)."""
-    text = path.read_text()
-    return json.loads(text[text.index("(") + 1:text.rindex(")")])
 
 
 # statistics against brute force ----------------------------------------------------------------------------
@@ -143,16 +135,16 @@ def test_chess_site_data(chess_site, chess_run, chess_games_dir):
 
     out, rec = chess_site
     assert rec["width"] == 4096 and rec["moe"] and rec["kind"] == "chess"
-    index = read_data(out / "data" / "index.js")
+    index = read_site_data(out / "data" / "index.js")
     assert index["features"]["id"] == list(range(4096)) and len(index["experts"]["id"]) == 8
-    model = read_data(out / "data" / "model.js")
+    model = read_site_data(out / "data" / "model.js")
     # the model page's scores are score_chess' on the same games and layer
     ref = score_chess(GPT.from_pretrained(chess_run), read_games(chess_games_dir / "games.txt")[:40], layer=1)
     for k in ("coverage", "reconstruction", "coverage_per_bsp", "reconstruction_per_board"):
         assert model["chess"][k] == pytest.approx(ref[k], abs=1e-6)
     assert model["router"]["router"] == "sparsity" and model["loss"]["step"]
     f = int(np.nanargmax([v if v is not None else np.nan for v in index["features"]["best_f1"]]))
-    page = read_data(out / "data" / "features" / f"{f}.js")
+    page = read_site_data(out / "data" / "features" / f"{f}.js")
     assert len(page["top"]) == 4 and len(page["bsps"]) == 5 and len(page["heatmap"]) == 12
     assert page["bsps"][0]["f1"] == index["features"]["best_f1"][f]
     games = read_games(chess_games_dir / "games.txt")
@@ -174,11 +166,11 @@ def uses(svg: str) -> list[tuple[str, float, float]]:
 @needs_chromium
 def test_chess_pages_in_headless_chromium(chess_site, tmp_path):
     out, rec = chess_site
-    index = read_data(out / "data" / "index.js")
+    index = read_site_data(out / "data" / "index.js")
     dom = dump_dom(page_url(out, "index.html"))
     assert "of 4096 features" in dom and dom.count('href="feature.html?id=') == 100  # the first page of 100
     f = int(np.argmax([v or 0 for v in index["features"]["best_f1"]]))
-    page = read_data(out / "data" / "features" / f"{f}.js")
+    page = read_site_data(out / "data" / "features" / f"{f}.js")
     dom = dump_dom(page_url(out, f"feature.html?id={f}"))
     assert dom.count('<svg class="board"') == len(page["top"]) == 4
     assert dom.count('<svg class="heat"') == 12 and page["bsps"][0]["name"] in dom
@@ -194,7 +186,8 @@ def test_chess_pages_in_headless_chromium(chess_site, tmp_path):
     assert "Expert 3" in dom and "Tokens most often routed to it" in dom
     dom = dump_dom(page_url(out, "model.html"))
     assert "Coverage and reconstruction" in dom and "Router analysis" in dom and "<polyline" in dom
-    pngs = screenshots(out, tmp_path / "shots", feature=f)
+    assert showcase_feature(out) == f  # the screenshots' default feature: the best BSP F1
+    pngs = screenshots(out, tmp_path / "shots")
     assert [p.name for p in pngs] == ["index.png", "feature.png", "expert.png", "model.png"]
     assert all(p.stat().st_size > 20_000 for p in pngs)
 
@@ -224,18 +217,18 @@ def text_site(text_runs, tmp_path_factory):
 def test_text_site_data(text_site):
     out, rec = text_site
     assert rec["kind"] == "text" and rec["moe"]
-    index = read_data(out / "data" / "index.js")
+    index = read_site_data(out / "data" / "index.js")
     f = int(np.argmax(index["features"]["frequency"]))
-    page = read_data(out / "data" / "features" / f"{f}.js")
+    page = read_site_data(out / "data" / "features" / f"{f}.js")
     assert len(page["top"]) == 5 and all(len(w["tokens"]) == len(w["acts"]) == 16 for w in page["top"])
     scores = [w["score"] for w in page["top"]]
     assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(page["f_max"], rel=1e-3)
     for d in page["deciles"]:
         for w in d["windows"]:
             assert (d["decile"] - 1) / 10 - 1e-3 <= w["score"] / page["f_max"] <= d["decile"] / 10 + 1e-3
-    experts = read_data(out / "data" / "index.js")["experts"]
+    experts = read_site_data(out / "data" / "index.js")["experts"]
     assert sum(experts["share"]) == pytest.approx(2, abs=1e-3)  # every token goes to its top-2 experts
-    expert = read_data(out / "data" / "experts" / f"{int(np.argmax(experts['share']))}.js")
+    expert = read_site_data(out / "data" / "experts" / f"{int(np.argmax(experts['share']))}.js")
     assert expert["top_tokens"] and 0 < expert["share"] <= 1 and 0 < expert["mean_l0"] <= expert["units"]
     assert sum(t["count"] for t in expert["top_tokens"]) <= expert["share"] * rec["tokens"] + 1
 
@@ -243,7 +236,7 @@ def test_text_site_data(text_site):
 @needs_chromium
 def test_text_pages_in_headless_chromium(text_site, tmp_path):
     out, _ = text_site
-    index = read_data(out / "data" / "index.js")
+    index = read_site_data(out / "data" / "index.js")
     f = int(np.argmax(index["features"]["frequency"]))
     dom = dump_dom(page_url(out, f"feature.html?id={f}"))
     assert dom.count('class="window"') >= 5 and dom.count('<span class="tok') >= 5 * 16
@@ -264,7 +257,7 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
             return "[1, 0, 1, 0, 1]" if "Answer (" in messages[-1]["content"] else "[EXPLANATION]: the letter e"
 
     text = [str(TEXT_DIR / "wikitext-2-valid.txt")]
-    index = read_data(text_site[0] / "data" / "index.js")
+    index = read_site_data(text_site[0] / "data" / "index.js")
     f = int(np.argmin(np.abs(np.array(index["features"]["frequency"]) - 0.05)))  # fires on some windows, not all
     cfg = AutointerpConfig(window=16, n_explain=3, per_decile=1, n_deciles=2, n_negative=2, max_tokens=6000,
                            scorer="list")
@@ -273,15 +266,48 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
     out = tmp_path / "site"
     build_site(text_runs / "moex", out, data=text, layer=1, autointerp=tmp_path / "ai",
                cfg=BrowseConfig(max_tokens=3000, window=16), progress=False)
-    page = read_data(out / "data" / "features" / f"{f}.js")
+    page = read_site_data(out / "data" / "features" / f"{f}.js")
     assert page["explanation"] == "the letter e" and page["detection"] is not None
-    assert read_data(out / "data" / "index.js")["features"]["explanation"][f] == "the letter e"
+    assert read_site_data(out / "data" / "index.js")["features"]["explanation"][f] == "the letter e"
     with pytest.raises(MoexError, match=r"ai/summary.json: made from model .*not from .*gelu"):
         build_site(text_runs / "gelu", tmp_path / "other", data=text, layer=1, autointerp=tmp_path / "ai",
                    progress=False)
     with pytest.raises(MoexError, match="explains site mlp of layer 1; the site browsed is mlp of layer 0"):
         build_site(text_runs / "moex", tmp_path / "other", data=text, layer=0, autointerp=tmp_path / "ai",
                    progress=False)
+
+
+def test_probe_and_expert_explanations_show_on_the_pages(text_runs, tmp_path):
+    from conftest import TEXT_DIR
+
+    from moex.analysis.experts import run_experts
+    from moex.analysis.probing import run_probe
+
+    class Scripted:  # an explanation, then "yes" for every scored window
+        name = "scripted"
+
+        def complete(self, messages):
+            n = messages[-1]["content"].count("Example ")
+            return str([1] * n) if "Answer (" in messages[-1]["content"] else "[EXPLANATION]: line starts"
+
+    text = [str(TEXT_DIR / "wikitext-2-valid.txt")]
+    run_experts(text_runs / "moex", text, [1], Scripted(), tmp_path / "experts", window=16, max_tokens=20_000)
+    conllu = [str(TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu")]
+    run_probe(text_runs / "moex", tmp_path / "probe", conllu=conllu, concepts=["NOUN"], layers=[1], ks=(1, 2),
+              min_count=20, max_tokens=300)
+    out = tmp_path / "site"
+    build_site(text_runs / "moex", out, data=text, layer=1, experts=tmp_path / "experts", probe=tmp_path / "probe",
+               cfg=BrowseConfig(max_tokens=3000, window=16), progress=False)
+    model = read_site_data(out / "data" / "model.js")
+    assert model["probe"]["concepts"]["NOUN"]["best"]["1"] is not None
+    assert model["experts_explained"]["mean_f1"] > 0
+    expert = read_site_data(out / "data" / "experts" / "0.js")
+    assert expert["explanation"] == "line starts" and expert["recall"] == 1.0
+    with pytest.raises(MoexError, match="explains experts of layers \\[1\\], not of the browsed layer 0"):
+        build_site(text_runs / "moex", tmp_path / "x", data=text, layer=0, experts=tmp_path / "experts",
+                   progress=False)
+    with pytest.raises(MoexError, match="probe.json: made from model"):
+        build_site(text_runs / "gelu", tmp_path / "x", data=text, layer=1, probe=tmp_path / "probe", progress=False)
 
 
 def test_a_hugging_face_moe_through_its_reader(tmp_path):
@@ -306,9 +332,9 @@ def test_a_hugging_face_moe_through_its_reader(tmp_path):
     rec = build_site(tmp_path / "olmoe", tmp_path / "site", data=[str(text)], layer=1,
                      cfg=BrowseConfig(window=16, top=3), progress=False)
     assert rec["moe"] and rec["width"] == 4 * 16
-    expert = read_data(tmp_path / "site" / "data" / "experts" / "2.js")
+    expert = read_site_data(tmp_path / "site" / "data" / "experts" / "2.js")
     assert len(expert["top"]) == 3 and expert["top_tokens"]
-    assert read_data(tmp_path / "site" / "data" / "model.js")["model"]["class"] == "OlmoeForCausalLM"
+    assert read_site_data(tmp_path / "site" / "data" / "model.js")["model"]["class"] == "OlmoeForCausalLM"
 
 
 def test_bad_input_names_what_does_not_match(chess_run, chess_games_dir, text_runs, tmp_path):

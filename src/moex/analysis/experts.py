@@ -63,9 +63,10 @@ def explain_experts(reader: Any, documents: list[list[int]], layer: int, llm: An
             "mean_f1": float(np.mean([x["f1"] for x in experts]))}
 
 
-def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec: str, out: str | Path,
+def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec: Any, out: str | Path,
                 window: int = 32, max_tokens: int = 2_000_000, seed: int = 0) -> dict[str, Any]:
-    """What ``moex experts`` does: load the model and the LLM, read documents (one per text file, or the
+    """What ``moex experts`` does: load the model and the LLM (a ``load_llm`` spec, or an object with
+    ``complete(messages)``), read documents (one per text file, or the
     blocks of a text data directory), explain every expert of ``layers``, write JSON and Markdown."""
     from ..autointerp.llm import load_llm
     from ..autointerp.pipeline import text_codec
@@ -77,8 +78,9 @@ def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec:
     reader = loaded if hasattr(loaded, "capture") else MoexReader(loaded)
     encode, decode, _ = text_codec(loaded)
     documents = read_documents(data, encode, max_tokens)
-    llm = load_llm(llm_spec, cache_dir=Path(out) / "llm-cache")
-    results = {"model": str(model), "fingerprint": model_fingerprint(loaded), "reader": reader.name, "llm": getattr(llm, "name", llm_spec), "layers": []}
+    llm = load_llm(llm_spec, cache_dir=Path(out) / "llm-cache") if isinstance(llm_spec, str) else llm_spec
+    results = {"model": str(model), "fingerprint": model_fingerprint(loaded), "reader": reader.name,
+               "llm": getattr(llm, "name", llm_spec), "layers": []}
     for layer in layers:
         results["layers"].append(explain_experts(reader, documents, layer, llm, decode, window=window, seed=seed))
     write_json(Path(out) / "experts.json", results)

@@ -182,7 +182,8 @@ def run_probe(model: str | Path, out: str | Path, conllu: list[str] = (), regex:
         raise MoexError("no concept source: give --conllu files and/or --regex NAME=PATTERN with --texts")
     sets = concept_sets(labelled, tokenize, concepts, max_tokens=max_tokens, seed=seed)
     layers = list(range(reader.n_layers)) if layers is None else [reader.check_layer(i) for i in layers]
-    results: dict[str, Any] = {"model": str(model), "fingerprint": model_fingerprint(reader), "reader": reader.name, "ks": list(ks), "min_count": min_count,
+    results: dict[str, Any] = {"model": str(model), "fingerprint": model_fingerprint(reader),
+                               "reader": reader.name, "ks": list(ks), "min_count": min_count,
                                "layers": layers, "kinds": [reader.kinds[i] for i in layers], "concepts": {}}
     for name, cs in sets.items():
         probes = probe_concept(reader, cs, layers, ks, min_count, seed)

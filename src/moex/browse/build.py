@@ -70,6 +70,12 @@ def _js(path: Path, name: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def read_site_data(path: str | Path) -> Any:
+    """The object a site's data script (``data/....js``) passes to the page."""
+    text = Path(path).read_text()
+    return json.loads(text[text.index("(") + 1:text.rindex(")")])
+
+
 def _r(x: float, digits: int = 4) -> float | None:
     x = float(x)
     return None if not np.isfinite(x) else float(f"{x:.{digits}g}")

@@ -62,12 +62,29 @@ def screenshot(url: str, png: str | Path, width: int = 1280, height: int = 1000,
     return png
 
 
-def screenshots(site: str | Path, out: str | Path, feature: int = 0, expert: int | None = 0) -> list[Path]:
-    """One screenshot of each page kind of a built site: index, a feature, an expert (MoE layers), the model."""
+def showcase_feature(site: str | Path) -> int:
+    """A feature worth a screenshot: the best BSP F1 (chess), else the best detection score, else the highest
+    max activation among features that fire on at most a fifth of the tokens."""
+    import numpy as np
+
+    from .build import read_site_data
+
+    f = read_site_data(Path(site) / "data" / "index.js")["features"]
+    for key in ("best_f1", "detection"):
+        if key in f and any(v for v in f[key]):
+            return int(np.argmax([v or 0 for v in f[key]]))
+    return int(np.argmax([m if q and q <= 0.2 else 0 for m, q in zip(f["f_max"], f["frequency"])]))
+
+
+def screenshots(site: str | Path, out: str | Path, feature: int | None = None, expert: int | None = 0) -> list[Path]:
+    """One screenshot of each page kind of a built site: index, a feature (default ``showcase_feature``), an
+    expert (MoE layers), the model."""
     from ..artifacts import read_json
 
     rec = read_json(Path(site) / "site.json")
-    pages = [("index", "index.html"), ("feature", f"feature.html?id={feature}"), ("model", "model.html")]
+    feature = showcase_feature(site) if feature is None else feature
+    pages = [("index", "index.html", 1000), ("feature", f"feature.html?id={feature}", 1900),
+             ("model", "model.html", 1500)]
     if rec.get("moe") and expert is not None:
-        pages.insert(2, ("expert", f"expert.html?id={expert}"))
-    return [screenshot(page_url(site, page), Path(out) / f"{name}.png") for name, page in pages]
+        pages.insert(2, ("expert", f"expert.html?id={expert}", 1000))
+    return [screenshot(page_url(site, page), Path(out) / f"{name}.png", height=height) for name, page, height in pages]

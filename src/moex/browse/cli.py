@@ -35,7 +35,8 @@ def add_browse_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="site directory (index.html inside)")
     p.add_argument("--screenshots", metavar="DIR", help="also save a PNG of each page kind (headless Chromium)")
-    p.add_argument("--feature", type=int, default=0, help="the feature of the feature-page screenshot")
+    p.add_argument("--feature", type=int, help="the feature of the feature-page screenshot (default: the best BSP "
+                                               "F1 or detection score)")
     add_settings(p, "top, per_decile, window, max_tokens, n_games, max_chars, train_fraction, bsps, "
                     "router_tokens, seed")
     p.set_defaults(func=cmd_browse)

@@ -117,6 +117,7 @@ function chartSVG(series, opt = {}) {
     } else {
       const pts = s.x.map((v, j) => (s.y[j] === null ? null : `${X(v).toFixed(1)},${Y(s.y[j]).toFixed(1)}`)).filter(Boolean).join(" ");
       out += `<polyline points="${pts}" fill="none" stroke="${c}" stroke-width="1.5"/>`;
+      if (s.x.length <= 30) s.x.forEach((v, j) => { if (s.y[j] !== null) out += `<circle cx="${X(v).toFixed(1)}" cy="${Y(s.y[j]).toFixed(1)}" r="2.5" fill="${c}"/>`; });
     }
     if (s.name) out += `<text x="${W - m.r - 4}" y="${m.t + 12 + 14 * i}" text-anchor="end" fill="${c}">${esc(s.name)}</text>`;
   });
@@ -161,7 +162,8 @@ const COLUMNS = {
 };
 
 MOEX.renderTable = function (which) {
-  const cols = COLUMNS[which].filter(([k]) => k in MOEX.data[which]);
+  const data = MOEX.data[which];  // columns with no value at all (e.g. explanations not given) are left out
+  const cols = COLUMNS[which].filter(([k]) => k in data && (k === "id" || data[k].some((v) => v !== null && v !== undefined)));
   const st = (MOEX.state = MOEX.state && MOEX.state.which === which ? MOEX.state : {which, sort: "id", desc: false, page: 0, q: "", minFreq: 0, minMax: 0, alive: false});
   $("#main").innerHTML = `<h1>${which === "features" ? "Features" : "Experts"} <small>${esc(MOEX.data.title)}</small></h1>
     <div class="filters"><input id="q" type="search" placeholder="search explanations and BSPs" value="${esc(st.q)}">
@@ -282,7 +284,7 @@ MOEX.model = function (m) {
     const r = m.router;
     html += `<section><h2>Router analysis</h2>` + kv([["router", esc(r.router)], ["Pearson r, gate logit vs counted l0", num(r.pearson_r_gate_vs_l0)],
       ["mean l0 of the selected experts", `${num(r.mean_l0_selected, 1)} of ${r.d_expert}`], ["mean l0 of all experts", num(r.mean_l0_all, 1)], ["tokens", r.tokens]]) +
-      chartSVG([{kind: "dots", x: r.sample_gate, y: r.sample_l0}], {xlabel: "gate logit", ylabel: "counted l0 of the expert", xdigits: 2}) + "</section>";
+      chartSVG([{kind: "dots", x: r.sample_gate, y: r.sample_l0}], {xlabel: "gate logit", ylabel: "counted l0 of the expert", xdigits: 2, ydigits: 0}) + "</section>";
   }
   if (m.autointerp) {
     const a = m.autointerp;
