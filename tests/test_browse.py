@@ -337,12 +337,14 @@ def test_a_hugging_face_moe_through_its_reader(tmp_path):
     assert read_site_data(tmp_path / "site" / "data" / "model.js")["model"]["class"] == "OlmoeForCausalLM"
 
 
-def test_bad_input_names_what_does_not_match(chess_run, chess_games_dir, text_runs, tmp_path):
+def test_bad_input_names_what_does_not_match(chess_run, chess_games_dir, tmp_path):
     games = chess_games_dir / "games.txt"
+    text_model = tmp_path / "text-model"  # a GPT-2-vocabulary model (random weights: only its vocabulary matters)
+    GPT(make_config("tiny-lm", "moex", n_layer=1)).save_pretrained(text_model)
     with pytest.raises(MoexError, match=r"layer 5 out of range: the model has layers 0\.\.1"):
         build_site(chess_run, tmp_path / "a", games=games, layer=5, progress=False)
     with pytest.raises(MoexError, match=r"games.txt: chess games need a chess model .* vocabulary of 50257"):
-        build_site(text_runs / "moex", tmp_path / "a", games=games, progress=False)
+        build_site(text_model, tmp_path / "a", games=games, progress=False)
     with pytest.raises(MoexError, match=r"text needs a text model; .* vocabulary of 32"):
         build_site(chess_run, tmp_path / "a", data=[str(games)], progress=False)
     bad = tmp_path / "bad.txt"

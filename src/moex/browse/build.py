@@ -362,8 +362,9 @@ def model_info(model: Any, checkpoint: str) -> dict[str, Any]:
 
 def copy_assets(out: Path) -> None:
     src = resources.files("moex.browse") / "assets"
-    for name in PAGES:
-        (out / name).write_text((src / name).read_text())
+    template = (src / "page.html").read_text()
+    for name in PAGES:  # the same page, told which kind it is
+        (out / name).write_text(template.replace("{kind}", name.removesuffix(".html")))
     (out / "assets").mkdir(parents=True, exist_ok=True)
     for name in ASSETS:
         (out / "assets" / name).write_text((src / name).read_text())
