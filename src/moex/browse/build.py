@@ -82,7 +82,15 @@ def _r(x: float, digits: int = 4) -> float | None:
 
 
 def _acts(a: np.ndarray) -> list[float]:
-    return [0 if v == 0 else _r(v, 3) for v in a.tolist()]
+    """Activations to 3 significant digits of the window's largest; 0 as "0" (most of a sparse code)."""
+    top = float(np.abs(a).max()) if a.size else 0.0
+    digits = 4 if top == 0 else max(0, 2 - int(np.floor(np.log10(top))))
+    return [round(v, digits) if v else 0 for v in a.tolist()]
+
+
+def _rates(a: np.ndarray) -> list:
+    """Rates to 3 decimals, NaN -> None (JSON has no NaN)."""
+    return [[None if v != v else round(v, 3) for v in row] for row in a.tolist()]
 
 
 # side results ---------------------------------------------------------------------------------------------
@@ -266,7 +274,7 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
             page["bsps"] = [{"name": bsp_name(b.bsp[f, j]), "index": int(b.bsp[f, j]), "f1": _r(b.f1[f, j]),
                              "precision": _r(b.precision[f, j]), "recall": _r(b.recall[f, j]),
                              "threshold": float(b.threshold[f, j])} for j in range(b.bsp.shape[1]) if b.f1[f, j] > 0]
-            page["heatmap"] = [[_r(v, 3) for v in extras["heatmap"][f, p * 64:(p + 1) * 64]] for p in range(12)]
+            page["heatmap"] = _rates(extras["heatmap"][f].reshape(12, 64))
         else:
             page["top"] = tops
             page["deciles"] = [{"decile": d + 1, "windows": [
