@@ -170,6 +170,15 @@ def test_chess_pages_in_headless_chromium(chess_site, tmp_path):
     dom = dump_dom(page_url(out, "index.html"))
     assert "of 4096 features" in dom and dom.count('href="feature.html?id=') == 100  # the first page of 100
     f = int(np.argmax([v or 0 for v in index["features"]["best_f1"]]))
+    # a view in the URL: sorted by best BSP F1, descending; filtered by a BSP name; page 2
+    dom = dump_dom(page_url(out, "index.html?sort=best_f1&desc=1"))
+    assert re.search(r'<tbody><tr><td class="id"><a href="feature.html\?id=(\d+)"', dom).group(1) == str(f)
+    name = index["features"]["best_bsp"][f]
+    dom = dump_dom(page_url(out, f"index.html?q={name.replace(' ', '%20')}"))
+    assert f"{index['features']['best_bsp'].count(name)} of 4096 features" in dom
+    dom = dump_dom(page_url(out, "index.html?page=2&min_frequency=0.01"))
+    n = sum((v or 0) >= 0.01 for v in index["features"]["frequency"])
+    assert f"{n} of 4096 features" in dom and "page 2 of" in dom and 'href="feature.html?id=0"' not in dom
     page = read_site_data(out / "data" / "features" / f"{f}.js")
     dom = dump_dom(page_url(out, f"feature.html?id={f}"))
     assert dom.count('<svg class="board"') == len(page["top"]) == 4

@@ -164,7 +164,11 @@ const COLUMNS = {
 MOEX.renderTable = function (which) {
   const data = MOEX.data[which];  // columns with no value at all (e.g. explanations not given) are left out
   const cols = COLUMNS[which].filter(([k]) => k in data && (k === "id" || data[k].some((v) => v !== null && v !== undefined)));
-  const st = (MOEX.state = MOEX.state && MOEX.state.which === which ? MOEX.state : {which, sort: "id", desc: false, page: 0, q: "", minFreq: 0, minMax: 0, alive: false});
+  const P = new URLSearchParams(location.search);  // the state lives in the URL: a view can be linked to
+  const st = (MOEX.state = MOEX.state && MOEX.state.which === which ? MOEX.state : {which, sort: P.get("sort") || "id",
+    desc: P.get("desc") === "1", page: Math.max(0, (parseInt(P.get("page"), 10) || 1) - 1), q: P.get("q") || "",
+    minFreq: parseFloat(P.get("min_frequency")) || 0, minMax: parseFloat(P.get("min_max")) || 0, alive: P.get("firing") === "1"});
+  if (!(st.sort in data)) st.sort = "id";
   $("#main").innerHTML = `<h1>${which === "features" ? "Features" : "Experts"} <small>${esc(MOEX.data.title)}</small></h1>
     <div class="filters"><input id="q" type="search" placeholder="search explanations and BSPs" value="${esc(st.q)}">
     ${which === "features" ? `<label>min frequency <input id="minFreq" type="number" step="0.001" min="0" value="${st.minFreq}"></label>
@@ -203,6 +207,10 @@ MOEX.renderTable = function (which) {
     }).join("")}</tr>`).join("");
     $("#count").textContent = `${idx.length} of ${n} ${which}`;
     $("#pageno").textContent = `page ${st.page + 1} of ${pages}`;
+    const q2 = new URLSearchParams();
+    for (const [k, v, dflt] of [["sort", st.sort, "id"], ["desc", st.desc ? "1" : "0", "0"], ["page", String(st.page + 1), "1"], ["q", st.q, ""],
+      ["min_frequency", String(st.minFreq), "0"], ["min_max", String(st.minMax), "0"], ["firing", st.alive ? "1" : "0", "0"]]) if (v !== dflt) q2.set(k, v);
+    history.replaceState(null, "", `${location.pathname}${q2.toString() ? "?" + q2 : ""}${location.hash}`);
     $("#prev").disabled = st.page === 0;
     $("#next").disabled = st.page >= pages - 1;
   };
