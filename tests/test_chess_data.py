@@ -242,3 +242,11 @@ def test_zst_csv_import_and_generate_cli_with_openings(tmp_path, capsys):
     assert len(games) == 12
     from_opening = [g for g in games if g.startswith(";1.d4 Nf6 2.c4 e6")]
     assert 0 < len(from_opening) < 12  # ~30% of games start from an opening line
+
+
+def test_a_bad_character_names_the_file_and_game_before_the_shuffle(tmp_path):
+    from moex.data.chess.blocks import build_blocks
+
+    (tmp_path / "g.txt").write_text(";1.e4 e5\n\n;1.d4 d5\n;1.e4 {x}\n")
+    with pytest.raises(VocabError, match=r"g.txt: game 3: character '\{' at column 7"):
+        build_blocks([tmp_path / "g.txt"], tmp_path / "b", block=8)

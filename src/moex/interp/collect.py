@@ -30,7 +30,7 @@ def collect_chess(
     first ``fmax_games`` games (all games when None)."""
     s = site_for(model, site, layer)
     n = min(max_chars, model.cfg.ctx)
-    ids = [encode(g[:n], where=f"game {i}") for i, g in enumerate(games)]
+    ids = [encode(g[:n], where=f"game {i + 1}") for i, g in enumerate(games)]
     feats, fmax, l0_sum, l0_count = [], None, 0.0, 0
     n_fmax = len(games) if fmax_games is None else fmax_games
     for chunk in collect(s, ids, batch=batch, device=device, length=n):

@@ -25,7 +25,7 @@ def pack_blocks(games: list[str], block: int) -> np.ndarray:
     cur: list[np.ndarray] = []
     used = 0
     for g, t in enumerate(games):
-        ids = encode(t, where=f"game {g}")
+        ids = encode(t, where=f"game {g + 1}")
         if used + len(ids) <= block:
             cur.append(ids)
             used += len(ids)
@@ -47,7 +47,9 @@ def build_blocks(
     """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir``; return the meta dict."""
     games: list[str] = []
     for f in game_files:
-        games.extend(read_games(f))
+        for i, g in enumerate(read_games(f)):
+            encode(g, where=f"{f}: game {i + 1}")  # checked before the shuffle, while the number means something
+            games.append(g)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(games))
     n_val = max(1, int(round(len(games) * val_fraction))) if val_fraction > 0 else 0

@@ -89,7 +89,7 @@ def board_labels(games: list[str], max_chars: int = 256, max_positions: int = 20
         pos = eval_positions(t, max_chars, max_positions)
         if not pos:
             continue
-        boards.append(game_boards(t, len(pos), where=f"game {g}"))
+        boards.append(game_boards(t, len(pos), where=f"game {g + 1}"))
         game_idx.extend([g] * len(pos))
         chars.extend(pos)
     planes = np.concatenate(boards) if boards else np.zeros((0, 12, 64), dtype=bool)
