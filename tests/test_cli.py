@@ -1,4 +1,5 @@
-"""CLI-only behaviour: the OpenMP wait policy it sets before torch starts, and --threads."""
+"""CLI-only behaviour: the OpenMP wait policy it sets before torch starts, --threads, and settings given after a list
+option."""
 
 import os
 import subprocess
@@ -33,3 +34,18 @@ def test_threads_option(capsys):
     capsys.readouterr()
     assert main(["--threads", "0", "model", "summary", "--preset", "tiny"]) == 2
     assert "--threads 0" in capsys.readouterr().err
+
+
+def test_settings_after_a_list_option_are_settings(tmp_path):
+    from moex.cli import build_parser
+    from moex.cliutil import gather_settings
+
+    kept = tmp_path / "a=b.txt"  # an existing file that looks like a setting stays a file
+    kept.write_text("x")
+    args = build_parser().parse_args(["browse", "--checkpoint", "run", "--out", "site", "--data", "t.txt", str(kept),
+                                      "top=2", "window=16"])
+    gather_settings(args)
+    assert args.data == ["t.txt", str(kept)] and args.settings == ["top=2", "window=16"]
+    args = build_parser().parse_args(["experiment", "chess", "--out", "x", "--only", "gelu", "moex", "steps=3"])
+    gather_settings(args)
+    assert args.only == ["gelu", "moex"] and args.settings == ["steps=3"]

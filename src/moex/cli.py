@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .cliutil import add_settings, settings_of
+from .cliutil import add_settings, gather_settings, settings_of
 from .errors import MoexError
 
 
@@ -75,6 +75,7 @@ def quiet_cpu_threads() -> None:
 def main(argv: list[str] | None = None) -> int:
     quiet_cpu_threads()
     args = build_parser().parse_args(argv)
+    gather_settings(args)
     try:
         if args.threads is not None:
             import torch

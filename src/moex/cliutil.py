@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
 
 from .config import read_settings
@@ -14,6 +15,23 @@ def add_settings(p: argparse.ArgumentParser, what: str) -> None:
     """``--config FILE`` and positional ``KEY=VALUE`` settings (``what`` names the accepted keys)."""
     p.add_argument("--config", metavar="FILE", help=f"JSON file of settings ({what})")
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE", help=f"settings: {what}")
+
+
+SETTING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def gather_settings(args: argparse.Namespace) -> None:
+    """Move ``key=value`` items that a list option swallowed (``--data a.txt top=4``) to the settings, where
+    the command takes settings; a path that exists is left where it is."""
+    if not isinstance(getattr(args, "settings", None), list):
+        return
+    for name, value in vars(args).items():
+        if name == "settings" or not isinstance(value, list):
+            continue
+        moved = [v for v in value if isinstance(v, str) and SETTING.match(v) and not os.path.exists(v)]
+        if moved:
+            value[:] = [v for v in value if v not in moved]
+            args.settings.extend(moved)
 
 
 def settings_of(args: argparse.Namespace, sections: tuple[str, ...] = ()) -> dict[str, Any]:
