@@ -155,6 +155,10 @@ def test_chess_site_data(chess_site, chess_run, chess_games_dir):
         assert t["text"] == games[t["game"] - 1][:len(t["text"])]
         assert max(t["acts"]) == pytest.approx(t["score"], rel=5e-3)  # 3 and 4 significant digits
     assert sum(page["histogram"]) == pytest.approx(page["frequency"] * rec["tokens"], abs=1)
+    # nothing is fetched from the network: the only URLs are SVG's XML namespaces
+    for p in [*out.glob("*.html"), *out.glob("assets/*")]:
+        assert set(re.findall(r"https?://[^\s\"'`)]+", p.read_text())) <= {"http://www.w3.org/2000/svg",
+                                                                          "http://www.w3.org/1999/xlink"}, p
 
 
 def uses(svg: str) -> list[tuple[str, float, float]]:
