@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..artifacts import read_json, write_json
 from ..config import Config, ConfigError
@@ -252,7 +253,7 @@ def chess_extras(corpus: Corpus, st: FeatureStats, cfg: BrowseConfig, device: st
 
 
 def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | None,
-                  autointerp: dict[str, Any] | None, out: Path) -> dict[str, list]:
+                  autointerp: dict[str, Any] | None, out: Path, progress: bool = False) -> dict[str, list]:
     """Write data/features/N.js for every feature; return the index columns."""
     nw = -(-max(len(r) for r in corpus.rows) // corpus.window)
     boards = Boards(corpus.games) if corpus.kind == "chess" else None
@@ -262,7 +263,7 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
         index.update(best_f1=[], best_bsp=[])
     top_scores, top_ids, top_acts = st.top.scores.numpy(), st.top.ids.numpy(), st.top.acts.numpy()
     freq, fmax, hist = st.frequency.numpy(), st.f_max.numpy(), st.histogram.numpy().astype(int)
-    for f in range(st.width):
+    for f in tqdm(range(st.width), desc="feature pages", disable=not progress):
         tops = [window_record(corpus, top_ids[j, f], top_scores[j, f], top_acts[j, f], nw)
                 for j in range(top_scores.shape[0]) if top_scores[j, f] > 0]
         page: dict[str, Any] = {"id": f, "of": st.width, "kind": corpus.kind, "f_max": _r(fmax[f]),
@@ -433,7 +434,7 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     copy_assets(tmp)
-    index = feature_pages(corpus, st, extras, ai, tmp)
+    index = feature_pages(corpus, st, extras, ai, tmp, progress)
     expert_index = expert_pages(corpus, es, ex, tmp) if es is not None else None
     chess_scores = None
     if extras:
