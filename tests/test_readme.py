@@ -28,3 +28,4 @@ def test_readme_python_snippets_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "torch.Size([2, 32, 32])" in out
     assert (tmp_path / "runs" / "moex" / "model.safetensors").exists()
+    assert (tmp_path / "site" / "index.html").exists() and "4096 True" in out
