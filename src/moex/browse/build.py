@@ -95,21 +95,24 @@ def _rates(a: np.ndarray) -> list:
 
 
 # side results ---------------------------------------------------------------------------------------------
-def _check_origin(kind: str, path: Path, rec: dict[str, Any], fingerprint: str, checkpoint: str) -> None:
+def read_result(kind: str, path: str | Path, filename: str, fingerprint: str,
+                checkpoint: str) -> tuple[Path, dict[str, Any]]:
+    """``path/filename`` of a ``moex KIND`` output, checked to come from the browsed model (its fingerprint)."""
+    p = Path(path) / filename
+    if not p.exists():
+        raise MoexError(f"{p} not found: not a moex {kind} output directory")
+    rec = read_json(p)
     theirs = rec.get("fingerprint")
     if theirs is None:
-        raise MoexError(f"{path}: no model fingerprint (made by an older moex); rerun moex {kind} to browse it")
+        raise MoexError(f"{p}: no model fingerprint (made by an older moex); rerun moex {kind} to browse it")
     if theirs != fingerprint:
-        raise MoexError(f"{path}: made from model {rec.get('model', '?')} (fingerprint {theirs}), not from "
+        raise MoexError(f"{p}: made from model {rec.get('model', '?')} (fingerprint {theirs}), not from "
                         f"{checkpoint} (fingerprint {fingerprint})")
+    return p, rec
 
 
 def read_autointerp(path: str | Path, fingerprint: str, checkpoint: str, site: Any) -> dict[str, Any]:
-    p = Path(path) / "summary.json"
-    if not p.exists():
-        raise MoexError(f"{p} not found: not a moex autointerp output directory")
-    s = read_json(p)
-    _check_origin("autointerp", p, s, fingerprint, checkpoint)
+    p, s = read_result("autointerp", path, "summary.json", fingerprint, checkpoint)
     if (s.get("site"), s.get("layer")) != (site.name, site.layer):
         raise MoexError(f"{p}: explains site {s.get('site')} of layer {s.get('layer')}; the site browsed is "
                         f"{site.name} of layer {site.layer}")
@@ -117,11 +120,7 @@ def read_autointerp(path: str | Path, fingerprint: str, checkpoint: str, site: A
 
 
 def read_experts(path: str | Path, fingerprint: str, checkpoint: str, layer: int) -> dict[str, Any] | None:
-    p = Path(path) / "experts.json"
-    if not p.exists():
-        raise MoexError(f"{p} not found: not a moex experts output directory")
-    r = read_json(p)
-    _check_origin("experts", p, r, fingerprint, checkpoint)
+    p, r = read_result("experts", path, "experts.json", fingerprint, checkpoint)
     layers = {lay["layer"]: lay for lay in r["layers"]}
     if layer not in layers:
         raise MoexError(f"{p}: explains experts of layers {sorted(layers)}, not of the browsed layer {layer}")
@@ -129,11 +128,7 @@ def read_experts(path: str | Path, fingerprint: str, checkpoint: str, layer: int
 
 
 def read_probe(path: str | Path, fingerprint: str, checkpoint: str, layer: int) -> dict[str, Any]:
-    p = Path(path) / "probe.json"
-    if not p.exists():
-        raise MoexError(f"{p} not found: not a moex probe output directory")
-    r = read_json(p)
-    _check_origin("probe", p, r, fingerprint, checkpoint)
+    p, r = read_result("probe", path, "probe.json", fingerprint, checkpoint)
     out = {}
     for name, c in r["concepts"].items():
         for lay in c["layers"]:
