@@ -31,7 +31,8 @@ def test_feature_stats_against_a_brute_force_loop():
     rows = [rng.integers(0, 32, size=rng.integers(20, 64)).tolist() for _ in range(12)]
     site = site_for(model, "mlp", 1)
     positions = [[0, 5, 7]] * len(rows)
-    st = feature_stats(site, rows, window=16, top=3, per_decile=2, fmax_rows=5, positions=positions, progress=False)
+    st = feature_stats(site, rows, window=16, top=3, per_decile=2, fmax_rows=5, positions=positions, progress=False,
+                       vocab=32)
     with torch.no_grad():
         feats = [site.features(torch.tensor([r]))[0] for r in rows]
     every = torch.cat(feats)
@@ -39,6 +40,10 @@ def test_feature_stats_against_a_brute_force_loop():
     assert torch.allclose(st.f_max, every.max(0).values, atol=1e-5)
     assert torch.allclose(st.f_max_first, torch.cat(feats[:5]).max(0).values, atol=1e-5)
     assert torch.equal(st.firing, (every > 0).sum(0))
+    tokens = torch.tensor([t for r in rows for t in r])
+    for c in range(32):  # firing per character id, and each id's occurrences
+        assert st.occurrences[c] == (tokens == c).sum()
+        assert torch.equal(st.firing_by_token[c], (every[tokens == c] > 0).sum(0).float())
     # histogram: a / f_max in BINS equal bins of (0, 1], counted token by token
     hist = np.zeros((site.width, BINS))
     for f in torch.nonzero(st.f_max > 0).flatten().tolist():
@@ -146,6 +151,8 @@ def test_chess_site_data(chess_site, chess_run, chess_games_dir):
     f = int(np.nanargmax([v if v is not None else np.nan for v in index["features"]["best_f1"]]))
     page = read_site_data(out / "data" / "features" / f"{f}.js")
     assert len(page["top"]) == 4 and len(page["bsps"]) == 5 and len(page["heatmap"]) == 12
+    shares = [c["share"] for c in page["characters"]]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 1 + 1e-3 and page["characters"][0]["rate"] > 0
     assert page["bsps"][0]["f1"] == index["features"]["best_f1"][f]
     games = read_games(chess_games_dir / "games.txt")
     for t in page["top"]:  # the board is the game's position before the move written at the peak character
@@ -186,7 +193,7 @@ def test_chess_pages_in_headless_chromium(chess_site, tmp_path):
     page = read_site_data(out / "data" / "features" / f"{f}.js")
     dom = dump_dom(page_url(out, f"feature.html?id={f}"))
     assert dom.count('<svg class="board"') == len(page["top"]) == 4
-    assert dom.count('<svg class="heat"') == 12 and page["bsps"][0]["name"] in dom
+    assert dom.count('<svg class="heat"') == 12 and page["bsps"][0]["name"] in dom and "Characters it fires on" in dom
     assert dom.count('class="tok') >= sum(len(t["text"]) for t in page["top"])
     # each board has python-chess's pieces on python-chess's squares for its FEN
     boards = re.findall(r'<svg class="board".*?</svg>', dom, re.S)

@@ -222,6 +222,15 @@ def chess_top(corpus: Corpus, boards: Boards, rec: dict[str, Any]) -> dict[str, 
             "acts": rec["acts"][:end], **boards.at(rec["row"], peak)}
 
 
+def characters(corpus: Corpus, st: FeatureStats, f: int, n: int = 8) -> list[dict[str, Any]]:
+    """The characters feature ``f`` fires on most: P(fires | the character), and its share of the firing."""
+    fire = st.firing_by_token[:, f]
+    total = float(fire.sum())
+    order = fire.argsort(descending=True)[:n].tolist()
+    return [{"char": corpus.token_text(c), "rate": _r(float(fire[c]) / max(1.0, float(st.occurrences[c]))),
+             "share": _r(float(fire[c]) / total)} for c in order if fire[c] > 0]
+
+
 def bsp_name(index: int) -> str:
     import chess
 
@@ -271,6 +280,7 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
                              "precision": _r(b.precision[f, j]), "recall": _r(b.recall[f, j]),
                              "threshold": float(b.threshold[f, j])} for j in range(b.bsp.shape[1]) if b.f1[f, j] > 0]
             page["heatmap"] = _rates(extras["heatmap"][f].reshape(12, 64))
+            page["characters"] = characters(corpus, st, f)
         else:
             page["top"] = tops
             page["deciles"] = [{"decile": d + 1, "windows": [
@@ -419,7 +429,7 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
         text_corpus(model, list(data), checkpoint, cfg)
     st = feature_stats(s, corpus.rows, corpus.window, cfg.top, cfg.per_decile if corpus.kind == "text" else 0,
                        fmax_rows=corpus.n_train, positions=corpus.positions, device=device, seed=cfg.seed,
-                       progress=progress)
+                       progress=progress, vocab=corpus.vocab if corpus.kind == "chess" else 0)
     extras = chess_extras(corpus, st, cfg, device) if corpus.kind == "chess" else None
     is_moe = reader.kinds[s.layer] == "moe"
     es = expert_stats(reader, corpus.rows, s.layer, corpus.window, corpus.vocab, cfg.top, progress=progress) \

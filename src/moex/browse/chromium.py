@@ -83,7 +83,7 @@ def screenshots(site: str | Path, out: str | Path, feature: int | None = None, e
 
     rec = read_json(Path(site) / "site.json")
     feature = showcase_feature(site) if feature is None else feature
-    pages = [("index", "index.html", 1000), ("feature", f"feature.html?id={feature}", 1900),
+    pages = [("index", "index.html", 1000), ("feature", f"feature.html?id={feature}", 2200),
              ("model", "model.html", 1500)]
     if rec.get("moe") and expert is not None:
         pages.insert(2, ("expert", f"expert.html?id={expert}", 1000))

@@ -60,6 +60,8 @@ class FeatureStats:
     histogram: Tensor | None = None  # (n, BINS)
     deciles: list[TopWindows] = field(default_factory=list)  # per decile; scores are random keys
     at_positions: np.ndarray | None = None  # (P, n) features at the chosen positions
+    occurrences: Tensor | None = None  # (V,) tokens of each id (small vocabularies only)
+    firing_by_token: Tensor | None = None  # (V, n) firing tokens of each id
 
     @property
     def frequency(self) -> Tensor:
@@ -88,13 +90,16 @@ def batch_rows(width: int, length: int, budget: int = 8_000_000) -> int:
 @torch.no_grad()
 def feature_stats(site: Site, rows: Sequence[Sequence[int]], window: int, top: int = 8, per_decile: int = 0,
                   fmax_rows: int | None = None, positions: Sequence[Sequence[int]] | None = None,
-                  device: str = "cpu", seed: int = 0, progress: bool = True) -> FeatureStats:
-    """Both passes over ``rows`` (token id lists, at most the model's context each)."""
+                  device: str = "cpu", seed: int = 0, progress: bool = True, vocab: int = 0) -> FeatureStats:
+    """Both passes over ``rows`` (token id lists, at most the model's context each). With a small ``vocab``
+    (a character model), also each feature's firing count per token id."""
     length = max(len(r) for r in rows)
     nw = -(-length // window)
     batch = batch_rows(site.width, length)
     st = FeatureStats(site.width, window)
     st.top = TopWindows(top, site.width, window)
+    if vocab:
+        st.occurrences, st.firing_by_token = torch.zeros(vocab), torch.zeros(vocab, site.width)
     n_first = len(rows) if fmax_rows is None else fmax_rows
     at_positions = []
     bar = tqdm(total=2 * len(rows), desc="feature statistics", unit=" rows", disable=not progress)
@@ -110,6 +115,10 @@ def feature_stats(site: Site, rows: Sequence[Sequence[int]], window: int, top: i
             st.f_max_first = m if st.f_max_first is None else torch.maximum(st.f_max_first, m)
         fire = (valid > 0).sum(dim=0)
         st.firing = fire if st.firing is None else st.firing + fire
+        if vocab:
+            onehot = torch.nn.functional.one_hot(chunk.tokens.cpu()[mask], vocab).float()  # (N, V)
+            st.occurrences += onehot.sum(0)
+            st.firing_by_token += onehot.T @ (valid > 0).float()
         scores, acts = windowed(f, mask, window)
         st.top.update(scores, torch.arange(chunk.index * nw, (chunk.index + len(f)) * nw), acts)
         if positions is not None:

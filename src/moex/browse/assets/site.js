@@ -248,6 +248,8 @@ MOEX.page = function (p) {
   if (p.kind === "chess") {
     html += `<section><h2>Top-activating positions</h2><p class="note">One per game: the board before the move being written at the peak character (arrow), the transcript shaded by activation.</p><div class="boards">` +
       p.top.map((t) => `<figure class="position">${boardSVG(t.fen, t.move, 220)}<figcaption><b>${num(t.score)}</b> game ${t.game}, ${esc(t.label)}<div class="transcript">${shade([...t.text], t.acts, p.f_max, t.peak)}</div></figcaption></figure>`).join("") + "</div></section>";
+    html += `<section><h2>Characters it fires on</h2><table class="list"><thead><tr><th>character</th><th>P(fires | character)</th><th>share of its firing</th></tr></thead><tbody>` +
+      p.characters.map((c) => `<tr><td class="token">${esc(JSON.stringify(c.char))}</td><td>${num(c.rate)}</td><td>${num(c.share)}</td></tr>`).join("") + "</tbody></table></section>";
     html += `<section><h2>Board-state properties it classifies best</h2><table class="list"><thead><tr><th>BSP</th><th>F1</th><th>precision</th><th>recall</th><th>threshold (× f_max)</th></tr></thead><tbody>` +
       p.bsps.map((b) => `<tr><td>${esc(b.name)}</td><td>${num(b.f1)}</td><td>${num(b.precision)}</td><td>${num(b.recall)}</td><td>${num(b.threshold, 1)}</td></tr>`).join("") + "</tbody></table></section>";
     const planes = ["wP", "wN", "wB", "wR", "wQ", "wK", "bP", "bN", "bB", "bR", "bQ", "bK"];
