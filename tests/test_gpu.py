@@ -49,3 +49,20 @@ def test_no_host_sync_in_moe_forward():
             fast.h[0].mlp(fast.embed(x))
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_browser_site_on_cuda_equals_the_cpu_site(tmp_path):
+    """The browser's statistics on the GPU: the same pages as on the CPU (fp32 throughout)."""
+    from moex.browse.build import BrowseConfig, build_site, read_site_data
+    from moex.data.chess.selfplay import SelfPlayConfig, generate_games
+
+    games = generate_games(12, tmp_path / "games", SelfPlayConfig(engine="random"), seed=0, progress=False)
+    torch.manual_seed(0)
+    GPT(make_config("tiny", "moex", n_layer=2)).save_pretrained(tmp_path / "run")
+    cfg = BrowseConfig(top=3)
+    for device in ("cpu", "cuda"):
+        build_site(tmp_path / "run", tmp_path / device, games=games, layer=1, cfg=cfg, device=device, progress=False)
+    cpu, gpu = (read_site_data(tmp_path / d / "data" / "index.js")["features"] for d in ("cpu", "cuda"))
+    assert cpu["id"] == gpu["id"] and cpu["frequency"] == gpu["frequency"]
+    assert max(abs(a - b) for a, b in zip(cpu["f_max"], gpu["f_max"])) < 1e-3
+    assert sum(a != b for a, b in zip(cpu["best_bsp"], gpu["best_bsp"])) <= len(cpu["id"]) // 100  # near-ties
