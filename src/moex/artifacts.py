@@ -60,6 +60,15 @@ def read_json(path: str | Path) -> Any:
         raise ArtifactError(f"{path}: not valid JSON ({e})") from None
 
 
+def read_output(path: str | Path, filename: str, command: str) -> tuple[Path, Any]:
+    """(``path/filename``, its JSON) of a ``moex COMMAND`` output directory; a missing file says what the
+    directory is not."""
+    p = Path(path) / filename
+    if not p.is_file():
+        raise ArtifactError(f"{p} not found: not a moex {command} output directory")
+    return p, read_json(p)
+
+
 def write_cfg(path: str | Path, cfg: dict[str, Any]) -> None:
     """Write a ``cfg.json`` stamped with the format version."""
     write_json(path, {FORMAT_KEY: FORMAT_VERSION, **cfg})

@@ -258,14 +258,9 @@ def plot_probes(results: dict[str, Any], path: Path) -> bool:
 def compare_probes(dirs: list[str | Path], out: str | Path) -> str:
     """Several ``moex probe`` outputs side by side (dense vs MoE, as the paper's figure): mean best-layer F1
     against k, the reference's max over experts and the mean over experts; ``compare.md`` + ``compare.png``."""
-    import json
+    from ..artifacts import read_output
 
-    runs = {}
-    for d in dirs:
-        p = Path(d) / "probe.json"
-        if not p.exists():
-            raise MoexError(f"{p} not found: not a moex probe output directory")
-        runs[str(d)] = json.loads(p.read_text())
+    runs = {str(d): read_output(d, "probe.json", "probe")[1] for d in dirs}
     ks = sorted({int(k) for r in runs.values() for k in r["summary"]["best"]})
     lines = ["| run | kinds | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
     for name, r in runs.items():

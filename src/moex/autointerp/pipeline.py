@@ -5,7 +5,6 @@ summary table and the Fig. 8-style plot (accuracy per activation decile and on n
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..artifacts import write_json
+from ..artifacts import read_output, write_json
 from ..config import Config
 from ..errors import MoexError
 from ..plotting import pyplot, save_figure
@@ -275,12 +274,7 @@ def plot_deciles(summaries: dict[str, dict[str, Any]], path: Path) -> bool:
 
 def compare(dirs: list[str | Path], out: str | Path | None = None) -> str:
     """Several runs side by side: a Markdown table and, with ``out``, the plot."""
-    summaries = {}
-    for d in dirs:
-        p = Path(d) / "summary.json"
-        if not p.exists():
-            raise MoexError(f"{p} not found: not a moex autointerp output directory")
-        summaries[str(d)] = json.loads(p.read_text())
+    summaries = {str(d): read_output(d, "summary.json", "autointerp")[1] for d in dirs}
     lines = ["| run | site | features | detection acc. | fuzzing acc. | failed |", "|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         lines.append(f"| {name} | {s['site']} L{s['layer']} | {s['features_scored']} | "

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..artifacts import read_json, write_json
+from ..artifacts import read_output, write_json
 from ..config import Config, ConfigError
 from ..errors import MoexError
 from ..interp.sites import model_fingerprint, site_for
@@ -98,10 +98,7 @@ def _rates(a: np.ndarray) -> list:
 def read_result(kind: str, path: str | Path, filename: str, fingerprint: str,
                 checkpoint: str) -> tuple[Path, dict[str, Any]]:
     """``path/filename`` of a ``moex KIND`` output, checked to come from the browsed model (its fingerprint)."""
-    p = Path(path) / filename
-    if not p.exists():
-        raise MoexError(f"{p} not found: not a moex {kind} output directory")
-    rec = read_json(p)
+    p, rec = read_output(path, filename, kind)
     theirs = rec.get("fingerprint")
     if theirs is None:
         raise MoexError(f"{p}: no model fingerprint (made by an older moex); rerun moex {kind} to browse it")
