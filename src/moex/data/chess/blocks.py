@@ -21,11 +21,15 @@ from .vocab import CHARS, encode
 
 def pack_blocks(games: list[str], block: int) -> np.ndarray:
     """Games -> (n_blocks, block) uint8, each row starting with ``;``. A final partial block is dropped."""
+    return pack_ids([encode(t, where=f"game {g + 1}") for g, t in enumerate(games)], block)
+
+
+def pack_ids(games: list[np.ndarray], block: int) -> np.ndarray:
+    """``pack_blocks`` of games already encoded."""
     rows: list[np.ndarray] = []
     cur: list[np.ndarray] = []
     used = 0
-    for g, t in enumerate(games):
-        ids = encode(t, where=f"game {g + 1}")
+    for ids in games:
         if used + len(ids) <= block:
             cur.append(ids)
             used += len(ids)
@@ -45,11 +49,9 @@ def build_blocks(
     seed: int = 2357,
 ) -> dict:
     """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir``; return the meta dict."""
-    games: list[str] = []
+    games: list[np.ndarray] = []  # encoded before the shuffle, while a game's number means something
     for f in game_files:
-        for i, g in enumerate(read_games(f)):
-            encode(g, where=f"{f}: game {i + 1}")  # checked before the shuffle, while the number means something
-            games.append(g)
+        games += [encode(g, where=f"{f}: game {i + 1}") for i, g in enumerate(read_games(f))]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(games))
     n_val = max(1, int(round(len(games) * val_fraction))) if val_fraction > 0 else 0
@@ -60,7 +62,7 @@ def build_blocks(
     out_dir = Path(out_dir)
     counts = {}
     for split, gs in (("train", train_games), ("val", val_games)):
-        blocks = pack_blocks(gs, block)
+        blocks = pack_ids(gs, block)
         if len(blocks) == 0:
             raise MoexError(f"the {split} split ({len(gs)} games) fills no block of {block} characters")
         atomic_write(out_dir / f"{split}.bin", lambda p, b=blocks: b.tofile(p))
