@@ -245,7 +245,7 @@ def chess_extras(corpus: Corpus, st: FeatureStats, cfg: BrowseConfig, device: st
 
     labels = board_labels(corpus.games, corpus.window)
     scores = score_features(corpus.games, st.at_positions, st.f_max_first.numpy(), cfg.train_fraction, device=device,
-                            max_chars=corpus.window)
+                            max_chars=corpus.window, labels=labels)
     train = train_mask_for(labels.game, len(corpus.games), cfg.train_fraction)
     best = best_bsps_per_feature(st.at_positions, labels.bsp(), train, st.f_max_first.numpy(), top=cfg.bsps,
                                  device=device)

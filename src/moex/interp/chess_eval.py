@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.chess.labels import board_labels
+from ..data.chess.labels import BoardLabels, board_labels
 from ..errors import MoexError
 from ..model.gpt import GPT
 from ..training.evaluators import register_evaluator
@@ -38,11 +38,12 @@ def train_mask_for(games_of_positions: np.ndarray, n_games: int, train_fraction:
 
 def score_features(
     games: list[str], features: np.ndarray, f_max: np.ndarray | None = None, train_fraction: float = 0.5,
-    device: str = "cpu", max_chars: int = 256,
+    device: str = "cpu", max_chars: int = 256, labels: BoardLabels | None = None,
 ) -> dict[str, Any]:
     """Coverage/reconstruction of ``features`` (one row per evaluation position in the first ``max_chars``
-    characters) for the piece BSPs (768) and the 13-class piece state (832)."""
-    labels = board_labels(games, max_chars)
+    characters) for the piece BSPs (768) and the 13-class piece state (832); ``labels``: the games'
+    ``board_labels`` when the caller has them already."""
+    labels = board_labels(games, max_chars) if labels is None else labels
     if features.shape[0] != len(labels.game):
         raise MoexError(
             f"features have {features.shape[0]} rows but the games have {len(labels.game)} evaluation "
