@@ -35,6 +35,7 @@ from ..data.chess.importer import read_games
 from ..data.chess.selfplay import SelfPlayConfig, generate_games
 from ..data.loader import BlockData
 from ..errors import MoexError
+from ..eval.chess_competence import ChessEvalConfig, evaluate_chess, headline
 from ..interp.chess_eval import score_chess
 from ..interp.sae import SAE, SAEConfig, train_sae
 from ..interp.sites import SAESite, default_layer
@@ -99,6 +100,7 @@ class Scale(Config):
     batch_size: int = 8
     sae_steps: int = 100
     sae_width: int = 512
+    prefixes: int = 1000  # held-out prefixes for each row's legal-move rate
     train: dict = field(default_factory=dict)  # other TrainConfig keys
     overrides: dict = field(default_factory=dict)  # per MLP preset: model overrides
     rows: list = field(default_factory=list)  # rows run by default (empty: every row and the SAE)
@@ -217,12 +219,16 @@ ROW_KEYS = ("coverage", "reconstruction", "coverage_per_bsp", "reconstruction_pe
 
 
 def score_row(model: GPT, games: list[str], device: str, sae: SAE | None = None,
-              layer: int | None = None) -> dict[str, Any]:
-    """A table row's scores: the MLP code (or ``sae``'s latents) at ``layer`` (default: the evaluated one)."""
+              layer: int | None = None, prefixes: int = 1000) -> dict[str, Any]:
+    """A table row's scores: the MLP code (or ``sae``'s latents) at ``layer`` (default: the evaluated one),
+    and, unless ``prefixes`` is 0, how well the model plays (legal-move rate on ``prefixes`` held-out
+    prefixes, best layer's board-probe accuracy: ``headline``)."""
     site = SAESite(model, sae) if sae is not None else "mlp"
     s = score_chess(model, games, default_layer(model) if layer is None else layer, site, device=device)
+    competence = headline(evaluate_chess(model, games, ChessEvalConfig(prefixes=prefixes), device=device,
+                                         progress=False)) if prefixes else {}
     return {**{k: s[k] for k in ROW_KEYS}, "piece_state_coverage": s["piece_state"]["coverage"],
-            "piece_state_reconstruction": s["piece_state"]["reconstruction"]}
+            "piece_state_reconstruction": s["piece_state"]["reconstruction"], **competence}
 
 
 @torch.no_grad()
@@ -254,6 +260,19 @@ def _fmt(v, digits=3) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def competence_cells(row: dict[str, Any]) -> str:
+    """"legal moves | board probe" cells: greedy legal-move rate; best layer's 13-class probe accuracy."""
+    legal = "-" if row.get("legal_move_rate") is None else f"{100 * row['legal_move_rate']:.1f}%"
+    probe = "-" if row.get("probe_accuracy") is None else f"{row['probe_accuracy']:.3f} (L{row['probe_layer']})"
+    return f"{legal} | {probe}"
+
+
+COMPETENCE_NOTE = ("Legal moves: share of greedy next moves that are legal after held-out game prefixes (random "
+                   "characters: {chance}). Board probe: test accuracy of linear probes of the 13-class state of each "
+                   "square from the residual stream, best layer (trivial baseline {base}; the same per move "
+                   "number {move}).\n")
+
+
 def format_tables(results: dict[str, Any]) -> dict[str, str]:
     rows = {r["name"]: r for r in results["rows"]}
     head = (f"scale {results['scale']} ({results['reduced']}); seed {results['seed']}; layer "
@@ -261,23 +280,29 @@ def format_tables(results: dict[str, Any]) -> dict[str, str]:
             "Coverage and reconstruction as Karvonen's code computes them (one threshold for all BSPs; F1 pooled "
             "over boards); B.2 / B.3: the paper appendix's definitions as written (a threshold per BSP; the "
             "mean per-board F1). f_max over the train half of the games.\n")
+    first = next((r for r in results["rows"] if r.get("legal_move_rate") is not None), None)
+    if first is not None:
+        head += COMPETENCE_NOTE.format(chance=f"{100 * first['legal_move_rate_chance']:.1f}%",
+                                       base=_fmt(first.get("probe_baseline")), move=_fmt(first.get("probe_move_baseline")))
     out = {}
     for table, title in (("table1", "Table 1"), ("table3", "Table 3 (ablation)"), ("table4", "Table 4")):
         if not any(table in row.tables and row.name in rows for row in ROWS):
             continue
-        lines = [f"# {title}\n", head, "| model | val loss | coverage | reconstruction | coverage (B.2) | "
-                 "reconstruction (B.3) | mean l0 | features |", "|---|---|---|---|---|---|---|---|"]
+        lines = [f"# {title}\n", head, "| model | val loss | legal moves | board probe | coverage | reconstruction | "
+                 "coverage (B.2) | reconstruction (B.3) | mean l0 | features |", "|---|---|---|---|---|---|---|---|---|---|"]
         for row in ROWS:
             if table not in row.tables or row.name not in rows:
                 continue
             r, p = rows[row.name], PAPER.get(row.name, (None, None, None))
             lines.append(
-                f"| {row.label} | {_fmt(r['val_loss'], 4)} ({_fmt(p[0])}) | {_fmt(r['coverage'])} ({_fmt(p[1])}) | "
+                f"| {row.label} | {_fmt(r['val_loss'], 4)} ({_fmt(p[0])}) | {competence_cells(r)} | "
+                f"{_fmt(r['coverage'])} ({_fmt(p[1])}) | "
                 f"{_fmt(r['reconstruction'])} ({_fmt(p[2])}) | {_fmt(r.get('coverage_per_bsp'))} | "
                 f"{_fmt(r.get('reconstruction_per_board'))} | {r['mean_l0']:.1f} | {r['features']} |")
         if table == "table1" and "sae" in rows:
             r = rows["sae"]
             lines.append(f"| SAE (post-res, {r['features']} latents) | {_fmt(r['val_loss'], 4)} | "
+                         f"{competence_cells(r)} | "
                          f"{_fmt(r['coverage'])} | {_fmt(r['reconstruction'])} | {_fmt(r.get('coverage_per_bsp'))} | "
                          f"{_fmt(r.get('reconstruction_per_board'))} | {r['mean_l0']:.1f} | {r['features']} |")
         out[table] = "\n".join(lines) + "\n"
@@ -381,7 +406,7 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
             train_to(run, sc.up_steps, tcfg=tcfg, init=init)
         if master:
             write_json(done, {"name": row.name, "mlp": row.mlp, "init": row.init, "val_loss": last_val_loss(run),
-                              **score_row(GPT.from_pretrained(run), eval_games, dev)})
+                              **score_row(GPT.from_pretrained(run), eval_games, dev, prefixes=sc.prefixes)})
         barrier()
     if "sae" in wanted_names and not (rows_dir / "sae.json").exists():
         train_to(dense_run, sc.steps, make_config(sc.preset, "gelu"), tcfg)
@@ -396,7 +421,7 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
                 sae = train_sae(dense, BlockData(blocks), cfg, device=dev)
                 sae.save(sae_dir)
             write_json(rows_dir / "sae.json", {"name": "sae", "mlp": "sae", "init": "dense gelu", "val_loss": None,
-                                               **score_row(dense, eval_games, dev, sae=sae.cpu())})
+                                               **score_row(dense, eval_games, dev, sae=sae.cpu(), prefixes=sc.prefixes)})
         barrier()
     if not master:
         return {}

@@ -121,7 +121,7 @@ def _rows(setup: ExperimentSetup, study: str, out: Path, train_extra: dict | Non
         path = _train(setup, run, out / "runs", train_extra)
         model = GPT.from_pretrained(path)
         row = {**asdict(run), "val_loss": last_val_loss(path), **_params(model),
-               **score_row(model, setup.eval_games, setup.device)}
+               **score_row(model, setup.eval_games, setup.device, prefixes=setup.scale.prefixes)}
         write_json(done, row)
         rows.append(row)
     return rows
@@ -140,7 +140,7 @@ def _sae_row(setup: ExperimentSetup, out: Path, dense_run: Path, width: int, lab
     sae_params = sum(t.numel() for t in sae.parameters())
     row = {"name": "sae", "label": label, "series": "SAE", "x": {"d_sae": width}, "val_loss": None,
            "total_params": p["total_params"] + sae_params, "active_params": p["active_params"] + sae_params,
-           **score_row(dense, setup.eval_games, setup.device, sae=sae.cpu())}
+           **score_row(dense, setup.eval_games, setup.device, sae=sae.cpu(), prefixes=setup.scale.prefixes)}
     write_json(done, row)
     return row
 
@@ -184,7 +184,7 @@ def _layers(setup: ExperimentSetup, out: Path) -> dict[str, Any]:
         done = out / "rows" / f"{r['name']}-layers.json"
         if not done.exists():
             model = GPT.from_pretrained(out / "runs" / r["name"])
-            write_json(done, [score_row(model, setup.eval_games, setup.device, layer=i)
+            write_json(done, [score_row(model, setup.eval_games, setup.device, layer=i, prefixes=0)
                               for i in range(model.cfg.n_layer)])
         per_layer[r["name"]] = json.loads(done.read_text())
     return {"rows": rows, "per_layer": per_layer}
@@ -231,8 +231,8 @@ def format_study(res: dict[str, Any]) -> str:
     lines = [f"# Study: {res['study']}\n", f"scale {res['scale']} ({res['reduced']}); {res['eval_games']} evaluation "
              "games; coverage / reconstruction as Karvonen's code computes them, B.2 / B.3 as the paper's "
              "appendix writes them.\n", f"Paper: {res['paper_trend']}\n"]
-    cols = ["label", "val_loss", "active_params", "total_params", "mean_l0", "coverage", "reconstruction",
-            "coverage_per_bsp", "reconstruction_per_board"]
+    cols = ["label", "val_loss", "legal_move_rate", "probe_accuracy", "active_params", "total_params", "mean_l0",
+            "coverage", "reconstruction", "coverage_per_bsp", "reconstruction_per_board"]
     if res["study"] == "tsne":
         cols += ["silhouette_2d", "silhouette_weights_cosine"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -24,6 +24,42 @@ class GPTOutput:
     aux_loss: Tensor  # sum of the MoE layers' load-balance losses (0 for dense models)
 
 
+class KVCache:
+    """Keys and values of every layer for a batch of left-padded sequences, preallocated to ``size``.
+
+    Row b holds ``pad[b]`` padding positions, then its tokens; padding keys are never attended to and
+    positions count from each row's first real token, so a padded row computes what it would alone.
+    ``length`` positions are filled; setting it back (``truncate``) discards what came after.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, size: int, pad: Tensor | None = None,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        if size > cfg.ctx:
+            raise ValueError(f"cache of {size} positions exceeds the model's context {cfg.ctx}")
+        head_dim = cfg.d_model // cfg.n_head
+        shape = (batch, cfg.n_head, size, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.pad = torch.zeros(batch, dtype=torch.long, device=device) if pad is None else pad.to(device)
+        self.size, self.length = size, 0
+
+    def positions(self, t: int) -> Tensor:
+        """(B, t) position ids of the next ``t`` tokens (0 at each row's first real token)."""
+        pos = self.length + torch.arange(t, device=self.pad.device)[None, :] - self.pad[:, None]
+        return pos.clamp(min=0)
+
+    def mask(self, t: int) -> Tensor:
+        """(B, 1, t, length + t) bool: query i sees keys from its row's first real token up to itself
+        (a padding query sees only itself, so no row of the softmax is empty)."""
+        q = self.length + torch.arange(t, device=self.pad.device)[:, None]
+        k = torch.arange(self.length + t, device=self.pad.device)[None, :]
+        seen = (k <= q)[None] & (k[None] >= self.pad[:, None, None])
+        return (seen | (k == q)[None])[:, None]
+
+    def truncate(self, length: int) -> None:
+        self.length = length
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -33,13 +69,21 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
+                mask: Tensor | None = None) -> Tensor:
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split(c, dim=2)
         q, k, v = (u.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for u in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:  # new tokens at cache.length..+t; attend to everything cached so far (``mask``)
+            end = cache.length + t
+            cache.k[layer][:, :, cache.length:end] = k
+            cache.v[layer][:, :, cache.length:end] = v
+            y = F.scaled_dot_product_attention(q, cache.k[layer][:, :, :end], cache.v[layer][:, :, :end],
+                                               attn_mask=mask)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(b, t, c)))
 
 
@@ -51,8 +95,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = build_mlp(cfg)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0,
+                mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask)
         y, aux = self.mlp(self.ln_2(x))
         return x + y, aux
 
@@ -90,13 +135,23 @@ class GPT(nn.Module):
         pos = torch.arange(t, device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> GPTOutput:
-        x = self.embed(idx)
+    def forward(self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None) -> GPTOutput:
+        """Logits of every position of ``idx`` (B, T). With ``cache``, ``idx`` continues the cached
+        sequences: only the new tokens are computed, and the cache grows by T."""
+        if cache is None:
+            x = self.embed(idx)
+        else:
+            if cache.length + idx.shape[1] > cache.size:
+                raise ValueError(f"{idx.shape[1]} more tokens overflow the cache ({cache.length} of {cache.size} used)")
+            x = self.drop(self.wte(idx) + self.wpe(cache.positions(idx.shape[1])))
+        mask = None if cache is None else cache.mask(idx.shape[1])
         aux_total = x.new_zeros((), dtype=torch.float32)
-        for block in self.h:
-            x, aux = block(x)
+        for i, block in enumerate(self.h):
+            x, aux = block(x, cache, i, mask)
             if aux is not None:
                 aux_total = aux_total + aux
+        if cache is not None:
+            cache.length += idx.shape[1]
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:

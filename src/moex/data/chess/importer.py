@@ -170,14 +170,20 @@ def import_games(
 def read_games(path: str | Path) -> list[str]:
     """Read a ``games.txt`` (one transcript per line, each starting with ``;``)."""
     games = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            if not line.startswith(";"):
-                raise MoexError(f"{path}:{lineno}: a transcript must start with ';' (got {line[:20]!r})")
-            games.append(line)
+    if not Path(path).is_file():
+        raise MoexError(f"{path} not found" if not Path(path).exists() else f"{path} is not a file")
+    try:
+        with open(path) as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                if not line.startswith(";"):
+                    hint = " (a PGN file? convert it with `moex data chess import`)" if line.startswith("[") else ""
+                    raise MoexError(f"{path}:{lineno}: a transcript must start with ';' (got {line[:20]!r}){hint}")
+                games.append(line)
+    except UnicodeDecodeError:
+        raise MoexError(f"{path}: not a text file of game transcripts (undecodable bytes)") from None
     if not games:
         raise MoexError(f"{path}: no games")
     return games
