@@ -1,10 +1,12 @@
 """The feature and expert browser: its statistics against brute force, the site's data, the pages in a real
 headless Chromium, and bad input."""
 
+import json
 import re
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import chess
 import chess.svg
@@ -129,9 +131,18 @@ def chess_run(chess_blocks_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chess_site(chess_run, chess_games_dir, tmp_path_factory):
+    from moex import ChessEvalConfig, MatchConfig, evaluate_chess, read_games
+    from moex.eval.chess_competence import write_chess_eval
+
+    ev = tmp_path_factory.mktemp("chess_eval")
+    res = evaluate_chess(GPT.from_pretrained(chess_run), read_games(chess_games_dir / "games.txt")[:20],
+                         ChessEvalConfig(prefixes=40, play=True), MatchConfig(levels=[-2], games=1, max_plies=10),
+                         device="cpu", progress=False)
+    write_chess_eval(res, ev, str(chess_run))
     out = tmp_path_factory.mktemp("site") / "chess"
     cfg = BrowseConfig(n_games=40, top=4)
-    rec = build_site(chess_run, out, games=chess_games_dir / "games.txt", layer=1, cfg=cfg, progress=False)
+    rec = build_site(chess_run, out, games=chess_games_dir / "games.txt", layer=1, cfg=cfg, progress=False,
+                     chess_eval=ev)
     return out, rec
 
 
@@ -148,6 +159,10 @@ def test_chess_site_data(chess_site, chess_run, chess_games_dir):
     for k in ("coverage", "reconstruction", "coverage_per_bsp", "reconstruction_per_board"):
         assert model["chess"][k] == pytest.approx(ref[k], abs=1e-6)
     assert model["router"]["router"] == "sparsity" and model["loss"]["step"]
+    ce = model["chess_eval"]  # moex eval chess's numbers, as it saved them
+    saved = json.loads((Path(rec["chess_eval"]) / "chess_eval.json").read_text())
+    assert ce["legal"]["greedy"]["rate"] == saved["legal_moves"]["greedy"]["legal_rate"]
+    assert ce["probes"]["best_layer"] == saved["probes"]["best_layer"] and len(ce["match"]) == 6
     f = int(np.nanargmax([v if v is not None else np.nan for v in index["features"]["best_f1"]]))
     page = read_site_data(out / "data" / "features" / f"{f}.js")
     assert len(page["top"]) == 4 and len(page["bsps"]) == 5 and len(page["heatmap"]) == 12
@@ -206,6 +221,7 @@ def test_chess_pages_in_headless_chromium(chess_site, tmp_path):
     assert "Expert 3" in dom and "Tokens most often routed to it" in dom
     dom = dump_dom(page_url(out, "model.html"))
     assert "Coverage and reconstruction" in dom and "Router analysis" in dom and "<polyline" in dom
+    assert "Does it play chess?" in dom and "random characters" in dom and "Games against Stockfish" in dom
     assert showcase_feature(out) == f  # the screenshots' default feature: the best BSP F1
     pngs = screenshots(out, tmp_path / "shots")
     assert [p.name for p in pngs] == ["index.png", "feature.png", "expert.png", "model.png"]

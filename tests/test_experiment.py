@@ -54,6 +54,9 @@ def test_tiny_scale_end_to_end_and_resumable(tmp_path):
         assert label in table1
     for r in results["rows"]:
         assert 0 <= r["coverage"] <= 1 and 0 <= r["reconstruction"] <= 1, r
+        if r["name"] != "sae":  # every model row says how well it plays
+            assert 0 <= r["legal_move_rate"] <= 1 and 0 <= r["probe_accuracy"] <= 1, r
+    assert "| legal moves | board probe |" in table1 and "random characters" in table1
         assert r["val_loss"] is None or math.isfinite(r["val_loss"])
     ra = results["router_analysis"]
     assert ra["moex"]["router"] == "sparsity" and ra["moex-relu-linear"]["router"] == "linear"

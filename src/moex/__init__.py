@@ -40,6 +40,11 @@ _EXPORTS = {
     "evaluate_checkpoints": "moex.eval.ppl", "Scale": "moex.experiments.chess",
     "run_chess_experiment": "moex.experiments.chess", "run_demo": "moex.experiments.chess",
     "router_analysis": "moex.experiments.chess",
+    # chess competence
+    "generate": "moex.model.generate", "KVCache": "moex.model.gpt", "legal_move_rate": "moex.eval.legal_moves",
+    "MatchConfig": "moex.eval.chess_games", "play_match": "moex.eval.chess_games",
+    "elo_estimate": "moex.eval.chess_games", "board_probes": "moex.interp.board_probes",
+    "ChessEvalConfig": "moex.eval.chess_competence", "evaluate_chess": "moex.eval.chess_competence",
     # the browser
     "build_site": "moex.browse.build", "BrowseConfig": "moex.browse.build", "screenshots": "moex.browse.chromium",
     "model_fingerprint": "moex.interp.sites",

@@ -137,6 +137,26 @@ def read_probe(path: str | Path, fingerprint: str, checkpoint: str, layer: int) 
     return {"ks": r["ks"], "concepts": out}
 
 
+def read_chess_eval(path: str | Path, fingerprint: str, checkpoint: str) -> dict[str, Any]:
+    """The model page's part of a ``moex eval chess`` output: legal-move rates, probes per layer, games."""
+    _, r = read_result("eval chess", path, "chess_eval.json", fingerprint, checkpoint)
+    lm = r["legal_moves"]
+    out: dict[str, Any] = {"n_prefixes": lm["n_prefixes"], "temperature": lm["temperature"],
+                           "legal": {k: {"rate": lm[k]["legal_rate"], "game_move_rate": lm[k]["game_move_rate"],
+                                         "by_phase": {ph: v["legal_rate"] for ph, v in lm[k]["by_phase"].items()}}
+                                     for k in ("greedy", "sampled", "chance")}}
+    if "probes" in r:
+        p = r["probes"]
+        out["probes"] = {"layers": {k: v["state_accuracy"] for k, v in p["layers"].items()},
+                         "baseline": p["baseline"]["state_accuracy"], "move_baseline": p["move_baseline"]["state_accuracy"],
+                         "best_layer": p["best_layer"]}
+    if "match" in r:
+        out["match"] = [{k: row[k] for k in ("player", "level", "games", "wins", "draws", "losses", "forfeits",
+                                             "illegal_rate")} | ({"elo": row["elo"]} if "elo" in row else {})
+                        for row in r["match"]["summary"]]
+    return out
+
+
 # the corpus -------------------------------------------------------------------------------------------------
 @dataclass
 class Corpus:
@@ -401,7 +421,7 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
                data: list[str] | None = None, layer: int | None = None, site: str = "mlp",
                autointerp: str | Path | None = None, probe: str | Path | None = None,
                experts: str | Path | None = None, cfg: BrowseConfig | None = None, device: str = "cpu",
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, chess_eval: str | Path | None = None) -> dict[str, Any]:
     """Build the site for ``checkpoint`` (a moex run, or a Hugging Face model directory for text) at
     ``site`` of ``layer`` on chess ``games`` or text ``data``; returns what ``site.json`` records."""
     from ..interp.experts import MoexReader
@@ -422,6 +442,7 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
     ai = read_autointerp(autointerp, fingerprint, checkpoint, s) if autointerp else None
     ex = read_experts(experts, fingerprint, checkpoint, s.layer) if experts else None
     pr = read_probe(probe, fingerprint, checkpoint, s.layer) if probe else None
+    ce = read_chess_eval(chess_eval, fingerprint, checkpoint) if chess_eval else None
     corpus = chess_corpus(model, games, checkpoint, cfg) if games is not None else \
         text_corpus(model, list(data), checkpoint, cfg)
     st = feature_stats(s, corpus.rows, corpus.window, cfg.top, cfg.per_decile if corpus.kind == "text" else 0,
@@ -451,13 +472,14 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
               "layer": s.layer, "width": s.width, "moe": is_moe, "rows": len(corpus.rows), "tokens": st.n_tokens,
               "games": str(games) if games is not None else None, "data": list(map(str, data or [])),
               "autointerp": str(autointerp) if autointerp else None, "probe": str(probe) if probe else None,
-              "experts": str(experts) if experts else None, "config": cfg.to_dict()}
+              "experts": str(experts) if experts else None, "chess_eval": str(chess_eval) if chess_eval else None,
+              "config": cfg.to_dict()}
     model_page = {**record, "model": model_info(model, checkpoint),
                   "mean_l0": _r(float(st.firing.sum()) / max(1, st.n_tokens)),
                   "alive": int((st.firing > 0).sum()),
                   "loss": loss_curve(Path(checkpoint)), "chess": chess_scores,
                   "router": router_plot_data(model, corpus, s.layer, cfg.router_tokens, device),
-                  "probe": pr, "experts_explained": {"mean_f1": ex["mean_f1"], "scorer": ex["scorer"]} if ex else None,
+                  "probe": pr, "chess_eval": ce, "experts_explained": {"mean_f1": ex["mean_f1"], "scorer": ex["scorer"]} if ex else None,
                   "autointerp": {k: ai[k] for k in ("llm", "activation_rule", "scorer", "features_scored")}
                   | {"detection": ai["detection"]["accuracy"], "fuzzing": ai["fuzzing"]["accuracy"]} if ai else None}
     _js(tmp / "data" / "model.js", "model", model_page)

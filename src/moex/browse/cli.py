@@ -13,7 +13,8 @@ def cmd_browse(args: argparse.Namespace) -> None:
 
     cfg = BrowseConfig.from_dict(settings_of(args), "browse settings")
     rec = build_site(args.checkpoint, args.out, games=args.games, data=args.data, layer=args.layer, site=args.site,
-                     autointerp=args.autointerp, probe=args.probe, experts=args.experts, cfg=cfg, device=args.device)
+                     autointerp=args.autointerp, probe=args.probe, experts=args.experts, cfg=cfg, device=args.device,
+                     chess_eval=args.chess_eval)
     print(f"{rec['width']} features of {rec['site']} layer {rec['layer']}"
           f"{' and its experts' if rec['moe'] else ''} on {rec['rows']} {'games' if rec['kind'] == 'chess' else 'rows'}"
           f" in {rec['seconds']:.1f} s -> {args.out}/index.html")
@@ -32,6 +33,8 @@ def add_browse_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--autointerp", help="moex autointerp output directory of this model, site and layer")
     p.add_argument("--probe", help="moex probe output directory of this model")
     p.add_argument("--experts", help="moex experts output directory of this model")
+    p.add_argument("--chess-eval", help="moex eval chess output directory of this model (legal-move rate, board "
+                                        "probes, games: shown on the model page)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="site directory (index.html inside)")
     p.add_argument("--screenshots", metavar="DIR", help="also save a PNG of each page kind (headless Chromium)")

@@ -48,6 +48,8 @@ def evaluate_chess(model: GPT, games: list[str], cfg: ChessEvalConfig | None = N
                    progress: bool = True) -> dict[str, Any]:
     """Legal-move rate on prefixes of ``games`` (held-out transcripts), board probes on them (first half fits,
     second half tests) and, when ``cfg.play``, ``match``'s games for the model and the baseline players."""
+    from ..interp.sites import model_fingerprint
+
     cfg = cfg or ChessEvalConfig()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -55,7 +57,7 @@ def evaluate_chess(model: GPT, games: list[str], cfg: ChessEvalConfig | None = N
     if len(games) < 2:
         raise MoexError(f"chess evaluation needs at least 2 held-out games, got {len(games)}")
     t0 = time.time()
-    out: dict[str, Any] = {"config": cfg.to_dict(), "n_games": len(games)}
+    out: dict[str, Any] = {"config": cfg.to_dict(), "n_games": len(games), "fingerprint": model_fingerprint(model)}
     out["legal_moves"] = legal_move_rate(model, games, cfg.prefixes, cfg.temperature, cfg.seed, device)
     out["seconds_legal_moves"] = round(time.time() - t0, 1)
     if cfg.probes:
@@ -143,7 +145,7 @@ def format_chess_eval(result: dict[str, Any], name: str = "model") -> str:
 def write_chess_eval(result: dict[str, Any], out: str | Path, name: str = "model") -> list[Path]:
     """``chess_eval.json`` and ``chess_eval.md`` in ``out`` (each written atomically)."""
     out = Path(out)
-    write_json(out / RESULT_JSON, {"name": name, **result})
+    write_json(out / RESULT_JSON, {"model": name, **result})
     md = out / "chess_eval.md"
     atomic_write(md, lambda p: Path(p).write_text(format_chess_eval(result, name)))
     return [out / RESULT_JSON, md]

@@ -117,13 +117,13 @@ class Scale(Config):
 SCALES: dict[str, Scale] = {
     # The demo: dense GELU, then Switch and MoE-X upcycled from it, on a 2-core CPU in minutes.
     "demo": Scale("tiny", games=800, eval_games=200, nodes=200, steps=150, up_steps=100, batch_size=16,
-                  sae_steps=0, sae_width=0, rows=["gelu", "switch", "moex"],
+                  sae_steps=0, sae_width=0, prefixes=500, rows=["gelu", "switch", "moex"],
                   train=dict(lr=1e-3, min_lr=1e-4, warmup_steps=20, eval_interval=10**9, eval_batches=4,
                              log_interval=5),
                   reduced="4-layer d128 backbone, 150 + 100 steps of batch 16: a smoke test, not the paper"),
     # CPU smoke scale: every row end to end in minutes; the numbers mean nothing.
     "tiny": Scale("tiny", games=300, eval_games=60, nodes=100, steps=40, up_steps=20, batch_size=8,
-                  sae_steps=100, sae_width=512,
+                  sae_steps=100, sae_width=512, prefixes=100,
                   train=dict(lr=1e-3, min_lr=1e-4, warmup_steps=5, eval_interval=10**9, eval_batches=4,
                              log_interval=10),
                   overrides={"monet-hd": {"n_experts": 128}, "monet-vd": {"n_experts": 128},
@@ -421,7 +421,7 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
                 sae = train_sae(dense, BlockData(blocks), cfg, device=dev)
                 sae.save(sae_dir)
             write_json(rows_dir / "sae.json", {"name": "sae", "mlp": "sae", "init": "dense gelu", "val_loss": None,
-                                               **score_row(dense, eval_games, dev, sae=sae.cpu(), prefixes=sc.prefixes)})
+                                               **score_row(dense, eval_games, dev, sae=sae.cpu(), prefixes=0)})
         barrier()
     if not master:
         return {}

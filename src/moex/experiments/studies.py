@@ -140,7 +140,7 @@ def _sae_row(setup: ExperimentSetup, out: Path, dense_run: Path, width: int, lab
     sae_params = sum(t.numel() for t in sae.parameters())
     row = {"name": "sae", "label": label, "series": "SAE", "x": {"d_sae": width}, "val_loss": None,
            "total_params": p["total_params"] + sae_params, "active_params": p["active_params"] + sae_params,
-           **score_row(dense, setup.eval_games, setup.device, sae=sae.cpu(), prefixes=setup.scale.prefixes)}
+           **score_row(dense, setup.eval_games, setup.device, sae=sae.cpu(), prefixes=0)}
     write_json(done, row)
     return row
 

@@ -290,6 +290,24 @@ MOEX.model = function (m) {
       ["alive features", `${c.alive} of ${c.features}`], ["games / positions", `${c.n_games} / ${c.n_positions}`]]) +
       chartSVG([{name: "coverage", x: t, y: c.coverage_by_threshold}, {name: "reconstruction", x: t, y: c.reconstruction_by_threshold}], {xlabel: "threshold (× f_max)", ylabel: "score", xdigits: 1, y0: 0}) + "</section>";
   }
+  if (m.chess_eval) {
+    const e = m.chess_eval, phases = Object.keys(e.legal.greedy.by_phase);
+    const pct = (v) => v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)}%`;
+    html += `<section><h2>Does it play chess?</h2><p class="note">Legal next moves after ${e.n_prefixes} held-out game prefixes (moex eval chess).</p>` +
+      `<table class="list"><thead><tr><th>writer</th><th>legal</th><th>the game's move</th>${phases.map((p) => `<th>${esc(p)}</th>`).join("")}</tr></thead><tbody>` +
+      [["greedy", "model, greedy"], ["sampled", `model, sampled (T = ${e.temperature})`], ["chance", "random characters"]].map(([k, label]) =>
+        `<tr><td>${label}</td><td>${pct(e.legal[k].rate)}</td><td>${pct(e.legal[k].game_move_rate)}</td>${phases.map((p) => `<td>${pct(e.legal[k].by_phase[p])}</td>`).join("")}</tr>`).join("") + "</tbody></table>";
+    if (e.probes) {
+      html += `<h3>Linear board probes (13-class state of each square, test accuracy)</h3><table class="list"><thead><tr><th>probe from</th><th>accuracy</th></tr></thead><tbody>` +
+        `<tr><td>baseline: most common class per square</td><td>${num(e.probes.baseline)}</td></tr><tr><td>baseline: the same per move number</td><td>${num(e.probes.move_baseline)}</td></tr>` +
+        Object.entries(e.probes.layers).map(([l, a]) => `<tr><td>layer ${l}${Number(l) === e.probes.best_layer ? " (best)" : ""}</td><td>${num(a)}</td></tr>`).join("") + "</tbody></table>";
+    }
+    if (e.match) {
+      html += `<h3>Games against Stockfish</h3><table class="list"><thead><tr><th>player</th><th>level</th><th>games</th><th>W / D / L</th><th>forfeits</th><th>illegal tries</th><th>Elo (95%)</th></tr></thead><tbody>` +
+        e.match.map((r) => `<tr><td>${esc(r.player)}</td><td>${esc(String(r.level))}</td><td>${r.games}</td><td>${r.wins} / ${r.draws} / ${r.losses}</td><td>${r.forfeits}</td><td>${pct(r.illegal_rate)}</td><td>${r.elo ? (r.elo.bounded ? `${Math.round(r.elo.elo)} (${Math.round(r.elo.low)}–${Math.round(r.elo.high)})` : r.elo.n_games ? (r.elo.low <= -1000 ? `below ${Math.round(r.elo.high)}` : `above ${Math.round(r.elo.low)}`) : "–") : ""}</td></tr>`).join("") + "</tbody></table>";
+    }
+    html += "</section>";
+  }
   if (m.router) {
     const r = m.router;
     html += `<section><h2>Router analysis</h2>` + kv([["router", esc(r.router)], ["Pearson r, gate logit vs counted l0", num(r.pearson_r_gate_vs_l0)],
