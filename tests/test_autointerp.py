@@ -49,6 +49,26 @@ def test_sampler_skips_and_says_why():
     assert sample_examples(0, tokens, acts).skipped == "30 non-activating windows, fewer than 100"
 
 
+@pytest.mark.parametrize("active", [40, 70, 119])
+def test_few_activating_windows_give_a_balanced_set_where_always_yes_scores_one_half(active):
+    tokens, acts = corpus(active=active)
+    ex = sample_examples(5, tokens, acts, n_explain=20, per_decile=10, n_deciles=10, n_negative=100)
+    assert not ex.skipped and len(ex.test) == active - 20 < 100
+    assert len(ex.non_activating) == len(ex.test) and "scored against" in ex.balanced
+    answers, _ = detection(ScriptedReplies(["[1]"]), "x", ex, str, per_prompt=1)  # always yes
+    assert binary_metrics(answers)["accuracy"] == 0.5
+    full = sample_examples(5, *corpus(active=300), n_explain=20, per_decile=10, n_deciles=10, n_negative=100)
+    assert not full.balanced and len(full.non_activating) == 100
+
+
+def test_nothing_readable_is_not_scored_rather_than_zero():
+    from moex.autointerp.metrics import Answer, format_accuracy
+
+    m = binary_metrics([Answer(1, 3, None), Answer(0, -1, None)])
+    assert m["accuracy"] is None and m["failed"] == 2 and format_accuracy(m) == "not scored (2 unreadable)"
+    assert format_accuracy(binary_metrics([Answer(1, 3, 1), Answer(0, -1, 1)])) == "0.500"
+
+
 @pytest.mark.parametrize("reply,error", [
     ("The neuron fires in the first and third example.", "prose"),
     ("[1, 0, 1]", "short list"),
@@ -235,11 +255,11 @@ def test_openai_compatible_endpoint_retries_and_caches(smollm2, tmp_path):
 def test_bad_input(tmp_path):
     pytest.importorskip("tiktoken")
     from moex import GPT, MoexError, make_config
-    from moex.autointerp.llm import LLMError, OpenAIChat, load_llm
+    from moex.autointerp.llm import LLMConfig, LLMError, OpenAIChat, load_llm
     from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
 
     with pytest.raises(LLMError, match=r"http://127.0.0.1:9/v1/chat/completions: .*refused"):
-        OpenAIChat("http://127.0.0.1:9/v1", "m", retries=1).complete([{"role": "user", "content": "hi"}])
+        OpenAIChat("http://127.0.0.1:9/v1", "m", cfg=LLMConfig(retries=1)).complete([{"role": "user", "content": "hi"}])
     with pytest.raises(LLMError, match="expected openai:URL:MODEL or local:PATH"):
         load_llm("gpt4")
     torch.manual_seed(0)

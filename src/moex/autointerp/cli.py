@@ -18,17 +18,22 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
         return
     if not (args.checkpoint and args.data and args.llm and args.out):
         raise MoexError("--checkpoint, --data, --llm and --out are required")
+    from ..config import split_settings
     from ..interp.hf import load_model_or_reader
-    from .llm import load_llm
+    from .llm import LLMConfig, load_llm
     from .pipeline import AutointerpConfig
 
-    cfg = AutointerpConfig.from_dict(settings_of(args), "autointerp settings")
+    ai, lc = split_settings(settings_of(args), AutointerpConfig, LLMConfig, source="autointerp settings")
+    cfg = AutointerpConfig.from_dict(ai, "autointerp settings")
+    llm_cfg = LLMConfig.from_dict(lc, "llm settings")
     model = load_model_or_reader(args.checkpoint)
-    llm = load_llm(args.llm, cache_dir=f"{args.out}/llm-cache")
+    llm = load_llm(args.llm, cache_dir=f"{args.out}/llm-cache", cfg=llm_cfg)
     s = run_autointerp(model, args.data, args.out, llm, layer=args.layer, site=args.site, n_features=args.features,
                        feature_ids=args.feature_ids, cfg=cfg, device=args.device)
+    from .metrics import format_accuracy
+
     print(f"{s['features_scored']} features scored ({len(s['features_skipped'])} skipped): detection accuracy "
-          f"{s['detection']['accuracy']:.3f}, fuzzing {s['fuzzing']['accuracy']:.3f}, "
+          f"{format_accuracy(s['detection'])}, fuzzing {format_accuracy(s['fuzzing'])}, "
           f"{s['detection']['failed'] + s['fuzzing']['failed']} unreadable answers -> {args.out}")
 
 
@@ -45,5 +50,6 @@ def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out")
     add_settings(p, "autointerp keys: window, n_explain, per_decile, n_deciles, n_negative, per_prompt, "
-                    "concurrency, max_tokens, rule (nonzero|topk:K|auto), bos, seed; or: compare DIR [DIR ...]")
+                    "concurrency, max_tokens, rule (nonzero|topk:K|auto), bos, seed; LLM keys: timeout (s, default "
+                    "60), retries (3), max_reply_tokens (300); or: compare DIR [DIR ...]")
     p.set_defaults(func=cmd_autointerp)

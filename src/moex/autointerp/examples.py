@@ -9,7 +9,10 @@ From every window (32 tokens) of a corpus and one feature's activation at each t
 - non-activating set: ``n_negative`` windows where the feature is zero everywhere, drawn without
   replacement (delphi draws with replacement).
 A feature with fewer than ``min_activating`` activating windows, or too few non-activating ones, is
-skipped with the reason recorded.
+skipped with the reason recorded. A feature with enough to score but fewer test windows than the full
+``per_decile * n_deciles`` is scored on a balanced set (as many non-activating windows as test windows,
+``FeatureExamples.balanced`` says so), so that a judge answering always yes (or always no) scores 0.5 on
+every feature instead of a number that depends on how many windows the feature had.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class FeatureExamples:
     test: list[Window] = field(default_factory=list)
     non_activating: list[Window] = field(default_factory=list)
     skipped: str = ""  # the reason, when the feature cannot be scored
+    balanced: str = ""  # set when too few test windows made the test set balanced (the reason)
     similar_to: int | None = None  # the feature whose windows gave the similar negatives
 
 
@@ -73,7 +77,11 @@ def sample_from_stats(feature: int, maxima: np.ndarray, nonzero: np.ndarray, loa
     for d, chunk in enumerate(np.array_split(ranked, n_deciles)):
         picked = rng.choice(chunk, size=min(per_decile, len(chunk)), replace=False)
         test += [(int(i), d) for i in picked]
-    negatives = rng.choice(inactive, size=n_negative, replace=False)
+    full = per_decile * n_deciles
+    if len(test) < full:
+        out.balanced = f"{len(test)} test windows, fewer than {full}: scored against {len(test)} non-activating ones"
+    negatives = rng.choice(inactive, size=n_negative if len(test) >= full else min(n_negative, len(test)),
+                           replace=False)
 
     def windows(idx: list[int], deciles: list[int]) -> list[Window]:
         tok, act = load(np.asarray(idx, dtype=np.int64))

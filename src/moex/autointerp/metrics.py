@@ -1,6 +1,7 @@
 """Scores of a scorer's answers: accuracy, balanced accuracy, precision, recall, F1, accuracy per
 activation decile and on the non-activating windows, AUC when probabilities exist, 95% Wilson intervals;
-every number beside the count of examples whose reply failed to parse."""
+every number beside the count of examples whose reply failed to parse. Where no reply could be read, the
+accuracy is None ("not scored"), not 0."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def binary_metrics(answers: list[Answer]) -> dict[str, Any]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     tnr = tn / (tn + fp) if tn + fp else 0.0
     out: dict[str, Any] = {
-        "n": n, "failed": len(answers) - n, "accuracy": (tp + tn) / n if n else 0.0,
+        "n": n, "failed": len(answers) - n, "accuracy": (tp + tn) / n if n else None,
         "accuracy_ci95": wilson(tp + tn, n), "balanced_accuracy": (recall + tnr) / 2, "precision": precision,
         "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
     }
@@ -55,6 +56,13 @@ def binary_metrics(answers: list[Answer]) -> dict[str, Any]:
 
         out["auc"] = float(roc_auc_score(y, probs))
     return out
+
+
+def format_accuracy(m: dict[str, Any]) -> str:
+    """An accuracy for a table: ``0.734``, or ``not scored (n unreadable)`` when no answer could be read."""
+    if m.get("accuracy") is None:
+        return f"not scored ({m.get('failed', 0)} unreadable)"
+    return f"{m['accuracy']:.3f}"
 
 
 def decile_table(answers: list[Answer], n_deciles: int = 10) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ..errors import MoexError
 from ..plotting import pyplot, save_figure
 from .cache import cache_activations, iter_rows
 from .examples import sample_from_stats
-from .metrics import binary_metrics, decile_table
+from .metrics import binary_metrics, decile_table, format_accuracy
 from .prompts import explainer_messages, read_explanation
 from .scoring import detection, fuzzing, scoring_mode
 
@@ -198,7 +198,7 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
         fuz, fuz_fail = fuzzing(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
         all_det += det
         all_fuzz += fuz
-        rec = {"feature": f, "explanation": explanation, "explainer_reply": reply,
+        rec = {"feature": f, "explanation": explanation, "explainer_reply": reply, "balanced": ex.balanced,
                "detection": {**binary_metrics(det), "failures": dict(det_fail),
                              "deciles": decile_table(det, cfg.n_deciles)},
                "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
@@ -213,11 +213,14 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                "llm": getattr(llm, "name", type(llm).__name__), "activation_rule": rule, "scorer": mode,
                "config": asdict(cfg),
                "features_scored": len(results), "features_skipped": skipped, "rows": cache.n_rows,
+               "features_balanced": sum(bool(r["balanced"]) for r in results),
                "detection": {**binary_metrics(all_det), "deciles": decile_table(all_det, cfg.n_deciles)},
                "fuzzing": binary_metrics(all_fuzz),
                "per_feature": [{"feature": r["feature"], "explanation": r["explanation"],
                                 "detection_accuracy": r["detection"]["accuracy"],
                                 "fuzzing_accuracy": r["fuzzing"]["accuracy"],
+                                "detection_failed": r["detection"]["failed"], "fuzzing_failed": r["fuzzing"]["failed"],
+                                "balanced": bool(r["balanced"]),
                                 "failed": r["detection"]["failed"] + r["fuzzing"]["failed"]} for r in results]}
     write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(format_summary(summary))
@@ -229,13 +232,14 @@ def format_summary(s: dict[str, Any]) -> str:
     d, fz = s["detection"], s["fuzzing"]
     lines = [f"# Automated interpretability: {s['model']}, {s['site']} layer {s['layer']}\n",
              f"LLM {s['llm']} ({s['scorer']} scorer); activating = {s['activation_rule']}; "
-             f"{s['features_scored']} features scored, "
-             f"{len(s['features_skipped'])} skipped.\n",
+             f"{s['features_scored']} features scored ({s.get('features_balanced', 0)} of them, with too few activating "
+             f"windows for the full test set, on a balanced set, marked *), {len(s['features_skipped'])} skipped.\n",
              "| scorer | accuracy (95% CI) | balanced acc. | precision | recall | F1 | AUC | answered | failed |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, m in (("detection", d), ("fuzzing", fz)):
         lo, hi = m["accuracy_ci95"]
-        lines.append(f"| {name} | {m['accuracy']:.3f} ({lo:.3f}-{hi:.3f}) | {m['balanced_accuracy']:.3f} | "
+        acc = format_accuracy(m) + (f" ({lo:.3f}-{hi:.3f})" if m["accuracy"] is not None else "")
+        lines.append(f"| {name} | {acc} | {m['balanced_accuracy']:.3f} | "
                      f"{m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m.get('auc', float('nan')):.3f} | "
                      f"{m['n']} | {m['failed']} |")
     lines += ["", "Detection accuracy per activation decile (0 = weakest) and on non-activating windows:", "",
@@ -244,8 +248,11 @@ def format_summary(s: dict[str, Any]) -> str:
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         lines.append(f"| {k} | {r['n']} | {acc} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['failed']} |")
     lines += ["", "| feature | explanation | detection | fuzzing | failed |", "|---|---|---|---|---|"]
-    lines += [f"| {p['feature']} | {p['explanation'][:80]} | {p['detection_accuracy']:.3f} | "
-              f"{p['fuzzing_accuracy']:.3f} | {p['failed']} |" for p in s["per_feature"]]
+    for p in s["per_feature"]:
+        det, fuz = ({"accuracy": p[f"{k}_accuracy"], "failed": p.get(f"{k}_failed", 0)} for k in ("detection", "fuzzing"))
+        lines.append(f"| {p['feature']}{'*' if p.get('balanced') else ''} | {p['explanation'][:80]} | "
+                     f"{format_accuracy(det)} | {format_accuracy(fuz)} | "
+                     f"{p['failed']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -278,7 +285,7 @@ def compare(dirs: list[str | Path], out: str | Path | None = None) -> str:
     lines = ["| run | site | features | detection acc. | fuzzing acc. | failed |", "|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         lines.append(f"| {name} | {s['site']} L{s['layer']} | {s['features_scored']} | "
-                     f"{s['detection']['accuracy']:.3f} | {s['fuzzing']['accuracy']:.3f} | "
+                     f"{format_accuracy(s['detection'])} | {format_accuracy(s['fuzzing'])} | "
                      f"{s['detection']['failed'] + s['fuzzing']['failed']} |")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)

@@ -77,15 +77,18 @@ def read_site_data(path: str | Path) -> Any:
     return json.loads(text[text.index("(") + 1:text.rindex(")")])
 
 
-def _r(x: float, digits: int = 4) -> float | None:
+def _r(x: float | None, digits: int = 4) -> float | None:
+    if x is None:
+        return None
     x = float(x)
     return None if not np.isfinite(x) else float(f"{x:.{digits}g}")
 
 
 def _acts(a: np.ndarray) -> list[float]:
-    """Activations to 3 significant digits of the window's largest; 0 as "0" (most of a sparse code)."""
+    """Activations to 4 significant digits of the window's largest (as ``_r`` rounds f_max, so a window
+    whose peak is f_max shades its peak fully); 0 as "0" (most of a sparse code)."""
     top = float(np.abs(a).max()) if a.size else 0.0
-    digits = 4 if top == 0 else max(0, 2 - int(np.floor(np.log10(top))))
+    digits = 4 if top == 0 else max(0, 3 - int(np.floor(np.log10(top))))
     return [round(v, digits) if v else 0 for v in a.tolist()]
 
 

@@ -1,0 +1,128 @@
+"""OpenAI-compatible endpoints that misbehave on purpose, served by a local test server that each test
+starts: every malformed reply is retried and then one error naming the URL and what came back; the reply
+cache is keyed by the endpoint."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from moex.autointerp.llm import LLMConfig, LLMError, OpenAIChat, load_llm
+from moex.cli import main
+from moex.config import ConfigError
+
+MSGS = [{"role": "user", "content": "hi"}]
+FAST = LLMConfig(timeout=0.5, retries=1)
+
+
+def ok_body(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
+
+
+class Server:
+    """A chat-completions server on localhost whose reply is ``respond(n)`` for the n-th request (bytes, or
+    None to say nothing and hang up after ``hang`` seconds)."""
+
+    def __init__(self, respond, raw: bool = False, hang: float = 0.0):
+        self.calls = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.calls += 1
+                body = respond(outer.calls)
+                if body is None:
+                    time.sleep(hang)
+                    return
+                if raw:  # bytes straight onto the socket: not HTTP
+                    self.wfile.write(body)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("body,raw,message", [
+    (b"<html>Bad gateway</html>", False, "a body that is not JSON: '<html>Bad gateway</html>'"),
+    (b'{"choices": [{"message": {"content": "trunc', False, "a body that is not JSON"),
+    (b'{"error": "overloaded"}', False, "JSON without choices[0].message.content"),
+    (b'{"choices": []}', False, "JSON without choices[0].message.content"),
+    (b"GARBAGE\r\n\r\n", True, "a reply that is not HTTP"),
+])
+def test_malformed_replies_are_retried_then_one_error_naming_the_url(body, raw, message):
+    with Server(lambda n: body, raw=raw) as srv:
+        with pytest.raises(LLMError) as e:
+            OpenAIChat(srv.url, "m", cfg=FAST).complete(MSGS)
+        assert srv.calls == 2  # one try + one retry
+    text = str(e.value)
+    assert text.startswith(f"{srv.url}/chat/completions: ") and message in text and "after 2 tries" in text
+    assert "\n" not in text
+
+
+def test_a_malformed_reply_then_a_good_one_succeeds():
+    with Server(lambda n: b"not json" if n == 1 else ok_body("fine")) as srv:
+        assert OpenAIChat(srv.url, "m", cfg=FAST).complete(MSGS) == "fine" and srv.calls == 2
+
+
+def test_a_server_that_never_answers_is_given_up_on_after_the_timeout():
+    with Server(lambda n: None, hang=3.0) as srv:
+        t0 = time.monotonic()
+        with pytest.raises(LLMError, match=r"no answer within 0.5 s \(after 2 tries\)"):
+            OpenAIChat(srv.url, "m", cfg=FAST).complete(MSGS)
+        assert time.monotonic() - t0 < 2.9  # 2 x 0.5 s + 1 s backoff, not the server's 3 s per request
+
+
+def test_the_reply_cache_is_keyed_by_the_endpoint(tmp_path):
+    with Server(lambda n: ok_body("from A")) as a, Server(lambda n: ok_body("from B")) as b:
+        llm_a = OpenAIChat(a.url, "same-model", cache_dir=tmp_path, cfg=FAST)
+        llm_b = OpenAIChat(b.url, "same-model", cache_dir=tmp_path, cfg=FAST)
+        assert llm_a.complete(MSGS) == "from A" and llm_b.complete(MSGS) == "from B"
+        assert llm_a.complete(MSGS) == "from A" and (a.calls, b.calls) == (1, 1)  # the rerun hits the cache
+        saved = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+        assert sorted(s["url"] for s in saved) == sorted([f"{a.url}/chat/completions", f"{b.url}/chat/completions"])
+
+
+def test_llm_settings_are_checked_and_reach_the_backend():
+    llm = load_llm("openai:http://127.0.0.1:9/v1:m", cfg=LLMConfig(timeout=7, retries=0, max_reply_tokens=50))
+    assert (llm.timeout, llm.retries, llm.max_tokens) == (7, 0, 50)
+    with pytest.raises(ConfigError, match="timeout"):
+        LLMConfig(timeout=0)
+
+
+def test_cli_autointerp_reports_an_endpoint_error_in_one_line(tmp_path, capsys):
+    pytest.importorskip("tiktoken")
+    import torch
+
+    from moex import GPT, make_config
+
+    torch.manual_seed(0)
+    GPT(make_config("tiny-lm", "moex", n_layer=1, ctx=64)).save_pretrained(tmp_path / "run")
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. " * 300)
+    with Server(lambda n: b'{"error": "no"}') as srv:
+        rc = main(["autointerp", "--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "t.txt"),
+                   "--llm", f"openai:{srv.url}:m", "--out", str(tmp_path / "o"), "--layer", "0", "--features", "2",
+                   "window=16", "n_explain=4", "per_decile=1", "n_deciles=2", "n_negative=4", "timeout=0.5",
+                   "retries=0"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert rc == 2 and err.startswith("moex: error: http://127.0.0.1:") and "JSON without choices" in err, err
+    assert err.endswith("(after 1 try)")
