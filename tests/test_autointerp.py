@@ -148,6 +148,20 @@ def test_explainer_prompt_and_reading_the_explanation():
     assert read_explanation("The tokens are all dates.") == "The tokens are all dates."
 
 
+# A reply of SmolLM2-135M-Instruct to the explainer prompt (six windows marking years), 300 new tokens:
+# it echoes the windows and never writes the format's line, at any reply length.
+SMOLLM2_REPLY = ("year<< 1987>> was cold ; in<< 2001>> he moved to paris and in<< 1999>> she left\n"
+                 "The year<< 1987>> was cold ; in<< 2001>> he moved to paris and in<< ")
+
+
+def test_replies_out_of_format_are_flagged():
+    from moex.autointerp.prompts import has_explanation
+
+    assert has_explanation("reasoning...\n[EXPLANATION]: years") and not has_explanation(SMOLLM2_REPLY)
+    assert not has_explanation("[EXPLANATION]:  ")
+    assert read_explanation(SMOLLM2_REPLY).startswith("The year<<")  # the last line, flagged as a guess
+
+
 def smollm2_or_skip():
     import importlib.util
 

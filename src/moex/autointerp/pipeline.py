@@ -19,7 +19,7 @@ from ..plotting import pyplot, save_figure
 from .cache import cache_activations, iter_rows
 from .examples import sample_from_stats
 from .metrics import binary_metrics, decile_table, format_accuracy
-from .prompts import explainer_messages, read_explanation
+from .prompts import explainer_messages, has_explanation, read_explanation
 from .scoring import detection, fuzzing, scoring_mode
 
 
@@ -199,6 +199,7 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
         all_det += det
         all_fuzz += fuz
         rec = {"feature": f, "explanation": explanation, "explainer_reply": reply, "balanced": ex.balanced,
+               "explanation_in_format": has_explanation(reply),
                "detection": {**binary_metrics(det), "failures": dict(det_fail),
                              "deciles": decile_table(det, cfg.n_deciles)},
                "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
@@ -214,6 +215,7 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                "config": asdict(cfg),
                "features_scored": len(results), "features_skipped": skipped, "rows": cache.n_rows,
                "features_balanced": sum(bool(r["balanced"]) for r in results),
+               "explanations_out_of_format": sum(not r["explanation_in_format"] for r in results),
                "detection": {**binary_metrics(all_det), "deciles": decile_table(all_det, cfg.n_deciles)},
                "fuzzing": binary_metrics(all_fuzz),
                "per_feature": [{"feature": r["feature"], "explanation": r["explanation"],
@@ -233,7 +235,9 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [f"# Automated interpretability: {s['model']}, {s['site']} layer {s['layer']}\n",
              f"LLM {s['llm']} ({s['scorer']} scorer); activating = {s['activation_rule']}; "
              f"{s['features_scored']} features scored ({s.get('features_balanced', 0)} of them, with too few activating "
-             f"windows for the full test set, on a balanced set, marked *), {len(s['features_skipped'])} skipped.\n",
+             f"windows for the full test set, on a balanced set, marked *), {len(s['features_skipped'])} skipped; "
+             f"{s.get('explanations_out_of_format', 0)} explainer replies without an [EXPLANATION]: line (their "
+             "last line taken instead).\n",
              "| scorer | accuracy (95% CI) | balanced acc. | precision | recall | F1 | AUC | answered | failed |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, m in (("detection", d), ("fuzzing", fz)):

@@ -56,6 +56,11 @@ def explainer_messages(windows: list, decode: Decode, frac: float = MARK) -> lis
     return [{"role": "system", "content": EXPLAINER_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
+def has_explanation(reply: str) -> bool:
+    """Whether the reply follows the format (an "[EXPLANATION]:" line); else ``read_explanation`` guesses."""
+    return any(m.strip() for m in re.findall(r"\[EXPLANATION\][ \t]*:?(.*)", reply))
+
+
 def read_explanation(reply: str) -> str:
     """The phrase after the last "[EXPLANATION]:", else the reply's last non-empty line; one line, trimmed."""
     m = re.findall(r"\[EXPLANATION\]\s*:?\s*(.+)", reply)
