@@ -126,3 +126,24 @@ def test_cli_autointerp_reports_an_endpoint_error_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert rc == 2 and err.startswith("moex: error: http://127.0.0.1:") and "JSON without choices" in err, err
     assert err.endswith("(after 1 try)")
+
+
+def test_a_feature_with_no_readable_answer_is_not_scored(tmp_path):
+    """Served by a local endpoint: explanations in format, every scoring reply in prose."""
+    pytest.importorskip("tiktoken")
+    import torch
+
+    from moex import GPT, make_config
+    from moex.autointerp.pipeline import AutointerpConfig, format_summary, run_autointerp
+
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny-lm", "moex", n_layer=1, ctx=64))
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. a dog ran far away. " * 200)
+    cfg = AutointerpConfig(window=16, n_explain=4, per_decile=1, n_deciles=2, n_negative=4, scorer="list")
+    with Server(lambda n: ok_body("[EXPLANATION]: the word cat") if n <= 1 else ok_body("I cannot tell.")) as srv:
+        llm = load_llm(f"openai:{srv.url}:m", cache_dir=tmp_path / "cache", cfg=FAST)
+        s = run_autointerp(model, [str(tmp_path / "t.txt")], tmp_path / "o", llm, layer=0, feature_ids=[3],
+                           cfg=cfg, progress=False)
+    assert s["features_scored"] == 1 and s["per_feature"][0]["detection_accuracy"] is None
+    assert s["detection"]["accuracy"] is None and s["detection"]["failed"] > 0
+    assert "not scored (" in format_summary(s) and "0.000" not in format_summary(s).split("| feature |")[1]
