@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,27 @@ def test_kill_and_resume_is_bitwise_identical(chess_blocks_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
     steps = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 30
+
+
+def test_ctrl_c_ends_training_with_one_line_and_resume_says_where(chess_blocks_dir, tmp_path):
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "moex.cli", "train", "--preset", "tiny", "--mlp", "gelu", "--data",
+                          str(chess_blocks_dir), *SMALL, "max_steps=100000", "ckpt_interval=3", "eval_interval=1000",
+                          "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not (run / "ckpt-0000003").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    last = err.strip().splitlines()[-1].split("\r")[-1]
+    assert p.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert re.fullmatch(rf"moex: interrupted at step \d+ of 100000; the last checkpoint is ckpt-\d{{7}}; "
+                        rf"resume with: moex train --resume {re.escape(str(run))}", last), last
+    ck = sorted(run.glob("ckpt-*"))[-1].name
+    r = run_cli("train", "--resume", str(run), "max_steps=" + str(int(ck[5:]) + 1))
+    assert r.returncode == 0, r.stderr
+    assert f"{run}: resuming from step {int(ck[5:])} ({ck})" in r.stdout
 
 
 def test_ddp_two_processes_match_one(chess_blocks_dir, tmp_path):

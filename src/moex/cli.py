@@ -8,7 +8,7 @@ import os
 import sys
 
 from .cliutil import add_settings, gather_settings, settings_of
-from .errors import MoexError
+from .errors import Interrupted, MoexError
 
 
 # model ------------------------------------------------------------------------------------------
@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise MoexError(f"--threads {args.threads}: must be at least 1")
             torch.set_num_threads(args.threads)
         args.func(args)
+    except Interrupted as e:
+        print(f"moex: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"moex: interrupted ({' '.join(sys.argv[1:3]) or 'moex'})", file=sys.stderr)
+        return 130
     except (MoexError, FileNotFoundError) as e:
         print(f"moex: error: {e}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..artifacts import CFG_JSON, MODEL_WEIGHTS, TRAIN_JSON
 from ..config import ConfigError, split_settings
 from ..data.loader import BlockData
-from ..errors import MoexError
+from ..errors import Interrupted, MoexError
 from ..model.config import ModelConfig
 from ..model.gpt import GPT
 from ..model.summary import summarize
@@ -231,6 +231,9 @@ class Trainer:
             self.mcfg = ModelConfig.load(init_weights / CFG_JSON)
             state = load_train_state(ckpt) if ckpt is not None else None
             self.tcfg = tcfg
+            if self.rank == 0:
+                print(f"{run_dir}: resuming from step {state['step'] if state else 0} "
+                      f"({ckpt.name if ckpt is not None else 'its initial weights'})")
         elif latest_checkpoint(run_dir) is not None:
             raise MoexError(f"{run_dir} already holds checkpoints: use --resume {run_dir}, or another --out")
         tcfg, mcfg = self.tcfg, self.mcfg
@@ -364,6 +367,24 @@ class Trainer:
         tcfg = self.tcfg
         bar = tqdm(total=tcfg.max_steps, initial=self.step_count, desc=f"train {self.run_dir.name}", unit="step",
                    disable=not (self.progress and self.master), dynamic_ncols=True)
+        try:
+            self.loop(bar)
+        except KeyboardInterrupt:
+            bar.close()
+            ck = latest_checkpoint(self.run_dir)
+            saved = f"the last checkpoint is {ck.name}" if ck is not None else "no checkpoint was saved yet"
+            raise Interrupted(f"interrupted at step {self.step_count} of {tcfg.max_steps}; {saved}; resume with: "
+                              f"moex train --resume {self.run_dir}") from None
+        bar.close()
+        if self.world > 1:
+            dist.barrier()
+        if self.initial_state is None and self.step_count == 0:
+            self.checkpoint()
+        return dict(self.last)
+
+    def loop(self, bar: tqdm) -> None:
+        """Steps until ``max_steps``, logging, evaluating and checkpointing on their intervals."""
+        tcfg = self.tcfg
         t0, steps_since = time.perf_counter(), 0
         self.fwd_model.train()
         while self.step_count < tcfg.max_steps:
@@ -382,12 +403,6 @@ class Trainer:
             if step % tcfg.ckpt_interval == 0 or step == tcfg.max_steps:
                 self.checkpoint()
                 t0, steps_since = time.perf_counter(), 0
-        bar.close()
-        if self.world > 1:
-            dist.barrier()
-        if self.initial_state is None and self.step_count == 0:
-            self.checkpoint()
-        return dict(self.last)
 
 
 def train(
