@@ -49,3 +49,20 @@ def test_settings_after_a_list_option_are_settings(tmp_path):
     args = build_parser().parse_args(["experiment", "chess", "--out", "x", "--only", "gelu", "moex", "steps=3"])
     gather_settings(args)
     assert args.only == ["gelu", "moex"] and args.settings == ["steps=3"]
+
+
+def test_every_command_has_an_example_that_parses(capsys):
+    import shlex
+
+    from moex.cli import EXAMPLES, build_parser, leaf_parsers
+
+    parser = build_parser()
+    leaves = {" ".join(words): p for words, p in leaf_parsers(parser)}
+    assert set(leaves) == set(EXAMPLES), set(leaves) ^ set(EXAMPLES)
+    for name, leaf in leaves.items():
+        assert f"example:\n  {EXAMPLES[name]}" in leaf.format_help(), name
+        words = shlex.split(EXAMPLES[name])
+        assert words[0] == "moex" and " ".join(words[1:1 + len(name.split())]) == name
+        args = parser.parse_args(words[1:])  # the example is valid for its command (exits on a bad one)
+        assert callable(args.func), name
+    assert "Start with `moex demo`" in parser.format_help()

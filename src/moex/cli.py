@@ -32,14 +32,62 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_model_summary)
 
 
+# One example per command, shown at the end of its --help (``tests/test_cli.py`` parses each one).
+EXAMPLES = {
+    "model summary": "moex model summary --preset chess-8l --mlp moex n_experts=16",
+    "data chess import": "moex data chess import games/*.pgn --out data/games",
+    "data chess generate": "moex data chess generate --games 1000 --out data/selfplay engine=stockfish nodes=200",
+    "data chess build": "moex data chess build data/games/games.txt --out data/blocks --block 1024",
+    "data chess labels": "moex data chess labels data/eval/games.txt --out data/eval/labels.npz",
+    "data text build": "moex data text build wiki.train.txt --out data/text --block 1025",
+    "train": "moex train --preset tiny --mlp moex --data data/blocks --out runs/moex max_steps=2000 lr=1e-3",
+    "upcycle": "moex upcycle --from runs/gelu --mlp moex --out runs/moex-up max_steps=1000",
+    "eval ppl": "moex eval ppl --checkpoint runs/lm --data wikitext-2-valid.txt --out eval/ppl.json",
+    "eval chess": "moex eval chess --checkpoint runs/gelu --games data/eval/games.txt --out eval/gelu play=true "
+                  "levels=[0,1,2] games=10",
+    "sae train": "moex sae train --checkpoint runs/gelu --data data/blocks --layer 6 --out sae/gelu d_sae=4096",
+    "interp chess": "moex interp chess --checkpoint runs/moex --games data/eval/games.txt --layer 6 --out moex.json",
+    "interp chess-features": "moex interp chess-features --checkpoint runs/moex --games data/eval/games.txt "
+                             "--layer 6 --out feats.npy",
+    "interp chess-score": "moex interp chess-score --games data/eval/games.txt --features feats.npy --out scored.json",
+    "experiment chess": "moex experiment chess --scale tiny --out exp/tiny",
+    "demo": "moex demo --out moex-demo steps=300",
+    "experts": "moex experts --model allenai/OLMoE-1B-7B-0924 --data wiki.txt --layers 4 8 "
+               "--llm openai:http://localhost:8000/v1:llama --out experts/olmoe",
+    "probe": "moex probe --model runs/moex-lm --conllu en_ewt-ud-dev.conllu --out probe/moex",
+    "autointerp": "moex autointerp --checkpoint runs/moex-lm --data wiki.txt --layer 3 --features 50 "
+                  "--llm local:smollm2 --out ai/moex",
+    "browse": "moex browse --checkpoint runs/moex --games data/eval/games.txt --out site",
+}
+
+
+def leaf_parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """(command words, parser) of every command that runs something."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    yield from leaf_parsers(sub, prefix + (name,))
+                else:
+                    yield prefix + (name,), sub
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moex", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="moex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="New here? Start with `moex demo` (data, three models, a Table-1-style comparison, a few minutes on "
+               "a CPU).\nEvery command's --help ends with an example.")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice, one per core)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     add_model_commands(sub)
     for register in _extra_commands():
         register(sub)
+    for words, leaf in leaf_parsers(parser):
+        example = EXAMPLES.get(" ".join(words))
+        if example:
+            leaf.formatter_class = argparse.RawDescriptionHelpFormatter
+            leaf.epilog = f"example:\n  {example}"
     return parser
 
 

@@ -61,9 +61,7 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
         "chess", help="does a chess model play chess: legal-move rate, board probes, games against Stockfish",
         description="Legal-move rate on held-out game prefixes (greedy, sampled, and chance), linear probes of "
                     "the board from every layer, and with play=true games against Stockfish (Karvonen's "
-                    "protocol) beside random and first-legal-move players, with an Elo estimate.",
-        epilog="example: moex eval chess --checkpoint runs/gelu --games data/eval/games.txt --out eval/gelu "
-               "play=true levels=[0,1,2] games=10")
+                    "protocol) beside random and first-legal-move players, with an Elo estimate.")
     s.add_argument("--checkpoint", required=True, help="a moex chess run or checkpoint directory")
     s.add_argument("--games", required=True,
                    help="held-out games: a games.txt of transcripts (moex data chess import/generate writes one)")
