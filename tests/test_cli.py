@@ -66,3 +66,15 @@ def test_every_command_has_an_example_that_parses(capsys):
         args = parser.parse_args(words[1:])  # the example is valid for its command (exits on a bad one)
         assert callable(args.func), name
     assert "Start with `moex demo`" in parser.format_help()
+
+
+def test_every_option_is_described_with_its_default():
+    from moex.cli import build_parser, leaf_parsers
+
+    for words, p in leaf_parsers(build_parser()):
+        for a in p._actions:
+            if a.dest == "help":
+                continue
+            assert a.help, (words, a.dest)
+            if a.option_strings and a.default not in (None, False):
+                assert "default" in a.help, (words, a.dest, a.help)

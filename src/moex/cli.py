@@ -61,6 +61,61 @@ EXAMPLES = {
 }
 
 
+# Help of the options their commands leave undescribed: by command and option, else by option.
+OPTION_HELP = {
+    "out": "output path (directory or file, as the command says)",
+    "device": "cpu, cuda or auto",
+    "seed": "random seed",
+    "checkpoint": "a moex run or checkpoint directory",
+    "data chess import inputs": "PGN (.pgn, .pgn.gz, .pgn.zst) or CSV files of games",
+    "data chess import out": "directory for games.txt (one transcript a line) and skipped.jsonl",
+    "data chess import min_chars": "drop games shorter than this many characters (Karvonen: 150)",
+    "data chess generate games": "number of self-play games",
+    "data chess generate out": "directory for games.txt",
+    "data chess build games": "games.txt files to pack into blocks",
+    "data chess build out": "directory for train.bin, val.bin and meta.json",
+    "data chess build val_fraction": "share of the games held out for validation",
+    "data chess build block": "characters per block (the model's context + 1)",
+    "data chess build seed": "shuffle seed",
+    "data chess labels games": "a games.txt",
+    "data chess labels out": "the .npz of board labels at the evaluation positions",
+    "data chess labels max_chars": "evaluation positions only in each game's first N characters",
+    "data chess labels max_positions": "at most this many evaluation positions per game",
+    "data text build sources": "text/JSONL/parquet files, or a Hugging Face dataset name",
+    "data text build out": "directory for the token shards and meta.json",
+    "data text build shard_tokens": "tokens per shard file",
+    "upcycle out": "the new run directory",
+    "eval ppl batch_size": "windows per forward pass",
+    "sae train out": "directory for the SAE's cfg.json and weights",
+    "interp chess out": "the scores as JSON",
+    "interp chess-score games": "the games.txt the features were collected on",
+    "interp chess-score train_fraction": "share of the games (in file order) that label the features",
+    "interp chess-score out": "the scores as JSON",
+    "experiment chess scale": "named scale (tiny: a CPU pipeline check; paper: the paper's configuration)",
+    "experiment chess out": "directory for data, runs, rows and tables (rerunning resumes)",
+    "demo out": "directory for data, runs and tables",
+    "experts layers": "0-based layers whose experts to explain",
+    "experts window": "tokens per window",
+    "experts max_tokens": "corpus tokens read",
+    "experts out": "directory for experts.json, experts.md and experts.png",
+    "probe out": "directory for probe.json, probe.md and the plots",
+    "autointerp layer": "0-based layer (default: 3/4 depth)",
+    "autointerp feature_ids": "explain these features instead of random ones",
+    "autointerp out": "directory for the activation cache, features/, summary.json and summary.md",
+}
+
+
+def describe_options(words: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+    """Give every option a description (from ``OPTION_HELP`` where the command has none) and its default."""
+    for a in parser._actions:
+        if a.dest in ("help", "settings", "config") or a.help == argparse.SUPPRESS:
+            continue
+        if a.help is None:
+            a.help = OPTION_HELP.get(f"{' '.join(words)} {a.dest}", OPTION_HELP.get(a.dest))
+        if a.help and a.default not in (None, False, argparse.SUPPRESS) and "default" not in a.help:
+            a.help += f" (default: {a.default})"
+
+
 def leaf_parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
     """(command words, parser) of every command that runs something."""
     for action in parser._actions:
@@ -84,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     for register in _extra_commands():
         register(sub)
     for words, leaf in leaf_parsers(parser):
+        describe_options(words, leaf)
         example = EXAMPLES.get(" ".join(words))
         if example:
             leaf.formatter_class = argparse.RawDescriptionHelpFormatter
