@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -87,3 +88,18 @@ def test_experiment_under_torchrun_two_processes(chess_games_dir, tmp_path):
     assert [row["name"] for row in results["rows"]] == ["gelu", "moex"]
     assert r.stdout.count("# Table 1") == 1  # printed by rank 0 only
     assert "moex" in results["router_analysis"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"device": "tpu"}, "device='tpu' must be auto, cpu or cuda"),
+    ({"steps": -1}, "steps=-1 must be at least 1"),
+    ({"games": 0}, "games=0 must be at least 1"),
+    ({"engine": "komodo"}, "engine='komodo' must be auto, stockfish or random"),
+])
+def test_demo_settings_are_checked_before_any_work(tmp_path, kwargs, message):
+    from moex import ConfigError
+    from moex.experiments.chess import run_demo
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_demo(tmp_path / "demo", **kwargs)
+    assert not (tmp_path / "demo" / "games").exists()  # no self-play happened

@@ -108,6 +108,10 @@ class Scale(Config):
 
     def validate(self) -> None:
         TrainConfig.from_dict(self.train, source="scale key 'train'")
+        for key, low in (("games", 1), ("eval_games", 2), ("nodes", 1), ("steps", 1), ("up_steps", 1),
+                         ("batch_size", 1), ("sae_steps", 0), ("sae_width", 0), ("prefixes", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"{key}={getattr(self, key)} must be at least {low}")
         unknown = sorted(set(self.rows) - {r.name for r in ROWS} - {"sae"})
         if unknown:
             raise ConfigError(f"scale key 'rows': unknown row(s) {', '.join(unknown)}; rows: "
@@ -251,7 +255,10 @@ def plot_router(analyses: dict[str, dict], path: Path) -> bool:
         ax.scatter(a["sample_gate"], a["sample_l0"], s=2, alpha=0.3)
         ax.set_xlabel(f"gate logit ({a['router']} router)")
         ax.set_ylabel("counted l0 of the expert")
-        ax.set_title(f"{name}: r = {a['pearson_r_gate_vs_l0']:.3f}")
+        r = a["pearson_r_gate_vs_l0"]
+        ax.set_title(f"{name}: r = {r:.3f}" if r == r else
+                     f"{name}: no r (every expert's l0 is {a['sample_l0'][0]:.0f}:\n{a['expert_act']} experts are dense)",
+                     fontsize=10)
     save_figure(fig, path)
     return True
 
@@ -273,51 +280,80 @@ COMPETENCE_NOTE = ("Legal moves: share of greedy next moves that are legal after
                    "number {move}).\n")
 
 
-def format_tables(results: dict[str, Any]) -> dict[str, str]:
-    rows = {r["name"]: r for r in results["rows"]}
-    head = (f"scale {results['scale']} ({results['reduced']}); seed {results['seed']}; layer "
-            f"{results['layer']}; {results['eval_games']} evaluation games. Paper numbers in brackets. "
-            "Coverage and reconstruction as Karvonen's code computes them (one threshold for all BSPs; F1 pooled "
-            "over boards); B.2 / B.3: the paper appendix's definitions as written (a threshold per BSP; the "
-            "mean per-board F1). f_max over the train half of the games.\n")
+ROW_NOTES = {
+    "table1": "Rows: Switch (neither) and MoE-X (both) are upcycled from the dense GELU model; \"neither\" and "
+              "\"both\" name their Table 3 ablation (neither: linear top-k router, GELU experts; both: sparsity "
+              "router, ReLU experts). The other rows are trained from scratch.",
+    "table3": "Rows: neither = Switch (linear top-k router, GELU experts); router only = the sparsity router with "
+              "GELU experts; ReLU only = ReLU experts with the linear router; both = MoE-X (sparsity router, ReLU "
+              "experts). All upcycled from the dense GELU model.",
+    "table4": "Rows: GELU = the dense model; dense continued = the dense model trained up_steps more; MoE-X from "
+              "scratch = MoE-X trained steps + up_steps from random weights; MoE-X upcycled = from the dense model.",
+}
+
+
+def preamble(results: dict[str, Any]) -> str:
+    """What every table shares: the scale, the layer, the definitions of the columns."""
+    head = (f"Scale {results['scale']} ({results['reduced']}); seed {results['seed']}; layer {results['layer']}; "
+            f"{results['eval_games']} held-out evaluation games. Coverage and reconstruction as Karvonen's code "
+            "computes them (one threshold for all BSPs; F1 pooled over boards); B.2 / B.3: the paper appendix's "
+            "definitions as written (a threshold per BSP; the mean per-board F1). f_max over the train half of the "
+            "games.\n")
     first = next((r for r in results["rows"] if r.get("legal_move_rate") is not None), None)
     if first is not None:
         head += COMPETENCE_NOTE.format(chance=f"{100 * first['legal_move_rate_chance']:.1f}%",
                                        base=_fmt(first.get("probe_baseline")), move=_fmt(first.get("probe_move_baseline")))
+    return head
+
+
+def table_bodies(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """(title, Markdown body) of each table: ours, then the paper's numbers for the same rows."""
+    rows = {r["name"]: r for r in results["rows"]}
     out = {}
     for table, title in (("table1", "Table 1"), ("table3", "Table 3 (ablation)"), ("table4", "Table 4")):
-        if not any(table in row.tables and row.name in rows for row in ROWS):
+        chosen = [row for row in ROWS if table in row.tables and row.name in rows]
+        if not chosen:
             continue
-        lines = [f"# {title}\n", head, "| model | val loss | legal moves | board probe | coverage | reconstruction | "
-                 "coverage (B.2) | reconstruction (B.3) | mean l0 | features |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in ROWS:
-            if table not in row.tables or row.name not in rows:
-                continue
-            r, p = rows[row.name], PAPER.get(row.name, (None, None, None))
-            lines.append(
-                f"| {row.label} | {_fmt(r['val_loss'], 4)} ({_fmt(p[0])}) | {competence_cells(r)} | "
-                f"{_fmt(r['coverage'])} ({_fmt(p[1])}) | "
-                f"{_fmt(r['reconstruction'])} ({_fmt(p[2])}) | {_fmt(r.get('coverage_per_bsp'))} | "
-                f"{_fmt(r.get('reconstruction_per_board'))} | {r['mean_l0']:.1f} | {r['features']} |")
+        lines = ["| model | val loss | legal moves | board probe | coverage | reconstruction | coverage (B.2) | "
+                 "reconstruction (B.3) | mean l0 | features |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for row in chosen:
+            r = rows[row.name]
+            lines.append(f"| {row.label} | {_fmt(r['val_loss'], 4)} | {competence_cells(r)} | {_fmt(r['coverage'])} | "
+                         f"{_fmt(r['reconstruction'])} | {_fmt(r.get('coverage_per_bsp'))} | "
+                         f"{_fmt(r.get('reconstruction_per_board'))} | {r['mean_l0']:.1f} | {r['features']} |")
         if table == "table1" and "sae" in rows:
             r = rows["sae"]
             lines.append(f"| SAE (post-res, {r['features']} latents) | {_fmt(r['val_loss'], 4)} | "
-                         f"{competence_cells(r)} | "
-                         f"{_fmt(r['coverage'])} | {_fmt(r['reconstruction'])} | {_fmt(r.get('coverage_per_bsp'))} | "
-                         f"{_fmt(r.get('reconstruction_per_board'))} | {r['mean_l0']:.1f} | {r['features']} |")
-        out[table] = "\n".join(lines) + "\n"
+                         f"{competence_cells(r)} | {_fmt(r['coverage'])} | {_fmt(r['reconstruction'])} | "
+                         f"{_fmt(r.get('coverage_per_bsp'))} | {_fmt(r.get('reconstruction_per_board'))} | "
+                         f"{r['mean_l0']:.1f} | {r['features']} |")
+        if table in ROW_NOTES:
+            lines += ["", ROW_NOTES[table]]
+        lines += ["", f"The paper's {title.split(' (')[0]} for the same rows (8 layers, d 512, 60k steps of batch 100 on "
+                      "millions of games; not comparable in scale):", "",
+                  "| model | val loss | coverage | reconstruction |", "|---|---|---|---|"]
+        for row in chosen:
+            p = PAPER.get(row.name, (None, None, None))
+            lines.append(f"| {row.label} | {_fmt(p[0])} | {_fmt(p[1])} | {_fmt(p[2])} |")
+        out[table] = (title, "\n".join(lines) + "\n")
     ra = results.get("router_analysis", {})
     if ra:
-        lines = ["# Router analysis (Fig. 9, appendix C)\n", head,
-                 "| model | router | experts | r(gate, l0) | mean l0 of selected experts | paper |",
+        lines = ["| model | router | experts | r(gate, l0) | mean l0 of selected experts | paper |",
                  "|---|---|---|---|---|---|"]
         for name, a in ra.items():
             paper = PAPER_L0["gelu"] if a["expert_act"] == "gelu" else PAPER_L0[a["router"]]
+            r = a["pearson_r_gate_vs_l0"]
             lines.append(f"| {name} | {a['router']} | {a['expert_act']} x {a['d_expert']} | "
-                         f"{_fmt(a['pearson_r_gate_vs_l0'])} | {a['mean_l0_selected']:.1f} | l0 {paper}"
+                         f"{_fmt(r) if r == r else 'none (every expert dense)'} | {a['mean_l0_selected']:.1f} | l0 {paper}"
                          + (", r < -0.95" if a["router"] == "sparsity" else "") + " |")
-        out["router"] = "\n".join(lines) + "\n"
+        out["router"] = ("Router analysis (Fig. 9, appendix C)", "\n".join(lines) + "\n")
     return out
+
+
+def format_tables(results: dict[str, Any]) -> dict[str, str]:
+    """Each table as a file that stands alone: title, preamble, our numbers, the paper's."""
+    head = preamble(results)
+    return {name: f"# {title}\n\n{head}\n{body}" for name, (title, body) in table_bodies(results).items()}
 
 
 def scale_config(scale: str | Scale = "tiny", **overrides: Any) -> Scale:
@@ -351,6 +387,12 @@ def setup_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0
     """Resolve the scale, make (or find) the games and blocks (rank 0 only under torchrun), and derive the
     train settings shared by every run."""
     sc = scale_config(scale, **(settings or {}))
+    # every setting is checked before any game is played or step trained
+    TrainConfig.from_dict({**sc.train, "batch_size": sc.batch_size, "device": device}, source="experiment settings")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda requested but CUDA is not available (use --device cpu or auto)")
+    if engine not in ("auto", "stockfish", "random"):
+        raise ConfigError(f"engine={engine!r} must be auto, stockfish or random")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     master, barrier = distributed()
@@ -455,10 +497,14 @@ def report(out: Path, sc: Scale, scale: str, seed: int, dev: str, n_eval: int, b
                                    for k, v in analyses.items()},
                "seconds_this_invocation": round(seconds, 1)}
     write_json(out / "results.json", results)
+    written = [out / "results.json"]
     for name, text in format_tables(results).items():
         (out / f"{name}.md").write_text(text)
-    if analyses:
-        plot_router(analyses, out / "router.png")
-    for name, text in format_tables(results).items():
-        print(text)
+        written.append(out / f"{name}.md")
+    if analyses and plot_router(analyses, out / "router.png"):
+        written.append(out / "router.png")
+    print(preamble(results))
+    for title, body in table_bodies(results).values():
+        print(f"# {title}\n\n{body}")
+    print("wrote " + ", ".join(map(str, written)))
     return results

@@ -41,6 +41,8 @@ class TrainConfig(Config):
     eval_chess_layer: int = -1  # -1: 3/4 of the depth
 
     def validate(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device={self.device!r} must be auto, cpu or cuda")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"dtype={self.dtype!r} must be auto, fp32 or bf16")
         for key in ("max_steps", "eval_interval", "log_interval", "ckpt_interval"):
