@@ -3,7 +3,6 @@ starts: every malformed reply is retried and then one error naming the URL and w
 cache is keyed by the endpoint."""
 
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

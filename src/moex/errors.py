@@ -6,4 +6,8 @@ class MoexError(ValueError):
 
 
 class Interrupted(MoexError):
-    """A long job stopped by Ctrl-C (SIGINT); the message says where it stopped and how to go on."""
+    """A long job stopped by Ctrl-C (SIGINT): ``where`` it stopped and the command that goes on from there."""
+
+    def __init__(self, where: str, resume: str):
+        super().__init__(f"{where}; resume with: {resume}")
+        self.where, self.resume = where, resume

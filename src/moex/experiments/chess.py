@@ -34,7 +34,7 @@ from ..data.chess.blocks import build_blocks
 from ..data.chess.importer import read_games
 from ..data.chess.selfplay import SelfPlayConfig, generate_games
 from ..data.loader import BlockData
-from ..errors import MoexError
+from ..errors import Interrupted, MoexError
 from ..eval.chess_competence import ChessEvalConfig, evaluate_chess, headline
 from ..interp.chess_eval import score_chess
 from ..interp.sae import SAE, SAEConfig, train_sae
@@ -421,16 +421,31 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
         raise ConfigError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(r.name for r in ROWS)}, sae")
     setup = setup_experiment(out, scale, seed, engine, device, workers, games_dir, settings)
     sc, name, out, master, barrier = setup.scale, setup.name, setup.out, setup.master, setup.barrier
-    blocks, eval_games, engine, tcfg, dev = setup.blocks, setup.eval_games, setup.engine, setup.tcfg, setup.device
+    blocks, eval_games, engine, dev = setup.blocks, setup.eval_games, setup.engine, setup.device
     wanted_names = list(only or sc.rows or [r.name for r in ROWS] + ["sae"])
     if fresh:
         shutil.rmtree(out / "rows", ignore_errors=True)
-    runs, rows_dir = out / "runs", out / "rows"
+    rows_dir = out / "rows"
     if master:
         write_json(out / "experiment.json", {"scale": name, "seed": seed, "engine": engine,
                                              "config": asdict(sc), "rows": [asdict(r) for r in ROWS]})
         rows_dir.mkdir(exist_ok=True)
     barrier()
+    try:
+        rows_and_sae(setup, wanted_names, seed)
+    except Interrupted as e:
+        raise Interrupted(f"{e.where} (row runs under {out / 'runs'}; finished rows are kept)",
+                          "the same command again") from None
+    if not master:
+        return {}
+    return report(out, sc, name, seed, dev, len(eval_games), blocks, time.time() - t0)
+
+
+def rows_and_sae(setup: ExperimentSetup, wanted_names: list[str], seed: int) -> None:
+    """Train (or reuse) and score each wanted row, then the SAE row; a finished row is skipped."""
+    sc, out, master, barrier = setup.scale, setup.out, setup.master, setup.barrier
+    blocks, eval_games, tcfg, dev = setup.blocks, setup.eval_games, setup.tcfg, setup.device
+    runs, rows_dir = out / "runs", out / "rows"
     dense_run = runs / "gelu"
     for row in [r for r in ROWS if r.name in wanted_names]:
         done = rows_dir / f"{row.name}.json"
@@ -465,9 +480,6 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
             write_json(rows_dir / "sae.json", {"name": "sae", "mlp": "sae", "init": "dense gelu", "val_loss": None,
                                                **score_row(dense, eval_games, dev, sae=sae.cpu(), prefixes=0)})
         barrier()
-    if not master:
-        return {}
-    return report(out, sc, name, seed, dev, len(eval_games), blocks, time.time() - t0)
 
 
 def run_demo(out: str | Path = "moex-demo", seed: int = 0, engine: str = "auto", device: str = "auto",

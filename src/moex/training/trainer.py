@@ -373,7 +373,7 @@ class Trainer:
             bar.close()
             ck = latest_checkpoint(self.run_dir)
             saved = f"the last checkpoint is {ck.name}" if ck is not None else "no checkpoint was saved yet"
-            raise Interrupted(f"interrupted at step {self.step_count} of {tcfg.max_steps}; {saved}; resume with: "
+            raise Interrupted(f"interrupted at step {self.step_count} of {tcfg.max_steps}; {saved}",
                               f"moex train --resume {self.run_dir}") from None
         bar.close()
         if self.world > 1:
