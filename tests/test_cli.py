@@ -1,9 +1,11 @@
-"""CLI-only behaviour: the OpenMP wait policy it sets before torch starts, --threads, and settings given after a list
-option."""
+"""CLI-only behaviour: the OpenMP wait policy it sets before torch starts, --threads, settings given after a list
+option, every command's help (an example, every option described) and refused old flag forms."""
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 from moex.cli import CPU_WAIT, main
 
@@ -78,3 +80,11 @@ def test_every_option_is_described_with_its_default():
             assert a.help, (words, a.dest)
             if a.option_strings and a.default not in (None, False):
                 assert "default" in a.help, (words, a.dest, a.help)
+
+
+def test_old_flag_forms_are_refused_naming_the_setting(capsys):
+    for cmd in (["demo"], ["experiment", "chess", "--out", "x"]):
+        with pytest.raises(SystemExit) as e:
+            main([*cmd, "--engine", "random"])
+        assert e.value.code == 2
+        assert "--engine is now a setting: write engine=random" in capsys.readouterr().err

@@ -17,6 +17,22 @@ def add_settings(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE", help=f"settings: {what}")
 
 
+class RenamedFlag(argparse.Action):
+    """An option that became a ``key=value`` setting: refused with a message naming the new form."""
+
+    def __init__(self, option_strings, dest, setting: str = "", **kw):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kw)
+        self.setting = setting
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise argparse.ArgumentError(self, f"{option_string} is now a setting: write {self.setting}="
+                                           f"{values if values is not None else 'VALUE'} (settings are key=value)")
+
+
+def renamed_flag(p: argparse.ArgumentParser, flag: str, setting: str) -> None:
+    p.add_argument(flag, action=RenamedFlag, setting=setting, dest=f"renamed_{setting}")
+
+
 SETTING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import add_settings, settings_of
+from ..cliutil import add_settings, renamed_flag, settings_of
 from ..errors import MoexError
 
 
@@ -12,34 +12,37 @@ def cmd_experiment_chess(args: argparse.Namespace) -> None:
     from .chess import run_chess_experiment
     from .studies import run_study
 
+    settings = settings_of(args)
+    engine = settings.pop("engine", "auto")
     if args.study:
         if args.only or args.fresh:
             raise MoexError("--only and --fresh apply to the tables, not to --study")
-        run_study(args.study, args.out, scale=args.scale, seed=args.seed, engine=args.engine, device=args.device,
-                  workers=args.workers, games_dir=args.games, settings=settings_of(args))
+        run_study(args.study, args.out, scale=args.scale, seed=args.seed, engine=engine, device=args.device,
+                  workers=args.workers, games_dir=args.games, settings=settings)
         return
-    run_chess_experiment(args.out, scale=args.scale, seed=args.seed, engine=args.engine, device=args.device,
+    run_chess_experiment(args.out, scale=args.scale, seed=args.seed, engine=engine, device=args.device,
                          workers=args.workers, games_dir=args.games, only=args.only, fresh=args.fresh,
-                         settings=settings_of(args))
+                         settings=settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from .chess import run_demo
 
-    run_demo(args.out, seed=args.seed, engine=args.engine, device=args.device, workers=args.workers,
-             **settings_of(args))
+    settings = settings_of(args)
+    run_demo(args.out, seed=args.seed, engine=settings.pop("engine", "auto"), device=args.device,
+             workers=args.workers, **settings)
 
 
 def run_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--engine", choices=["auto", "stockfish", "random"], default="auto",
-                   help="self-play engine (auto: Stockfish when installed)")
+    renamed_flag(s, "--engine", "engine")
     s.add_argument("--device", default="auto")
     s.add_argument("--workers", type=int, default=0, help="self-play processes (default: all CPUs)")
 
 
-SCALE_KEYS = ("scale keys: preset, games, eval_games, nodes, steps, up_steps, batch_size, sae_steps, sae_width, "
-              "train (a JSON object of train keys), overrides (per MLP preset), rows")
+SCALE_KEYS = ("engine=auto|stockfish|random (self-play; auto: Stockfish when installed); scale keys: preset, games, "
+              "eval_games, nodes, steps, up_steps, batch_size, sae_steps, sae_width, prefixes, train (a JSON object of "
+              "train keys), overrides (per MLP preset), rows")
 
 
 def add_experiment_commands(sub: argparse._SubParsersAction) -> None:

@@ -122,7 +122,7 @@ class Player:
             path = find_stockfish(cfg.stockfish_path)
             if path is None:
                 raise FileNotFoundError(
-                    "Stockfish not found: install it (apt-get install stockfish) or use --engine random"
+                    "Stockfish not found: install it (apt-get install stockfish) or use engine=random"
                 )
             self.engine = chess.engine.SimpleEngine.popen_uci(path)
             self.engine.configure({"Threads": 1, "Hash": 16})
