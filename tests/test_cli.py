@@ -88,3 +88,6 @@ def test_old_flag_forms_are_refused_naming_the_setting(capsys):
             main([*cmd, "--engine", "random"])
         assert e.value.code == 2
         assert "--engine is now a setting: write engine=random" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["upcycle", "--from", "r", "--out", "o", "--preset", "switch"])
+    assert "--preset names the backbone in moex train" in capsys.readouterr().err

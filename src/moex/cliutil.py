@@ -17,20 +17,27 @@ def add_settings(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE", help=f"settings: {what}")
 
 
-class RenamedFlag(argparse.Action):
-    """An option that became a ``key=value`` setting: refused with a message naming the new form."""
+class RefusedFlag(argparse.Action):
+    """An option form moex no longer takes: refused with a message naming the form to use."""
 
-    def __init__(self, option_strings, dest, setting: str = "", **kw):
+    def __init__(self, option_strings, dest, instead: str = "", **kw):
         super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kw)
-        self.setting = setting
+        self.instead = instead
 
     def __call__(self, parser, namespace, values, option_string=None):
-        raise argparse.ArgumentError(self, f"{option_string} is now a setting: write {self.setting}="
-                                           f"{values if values is not None else 'VALUE'} (settings are key=value)")
+        raise argparse.ArgumentError(self, self.instead.format(flag=option_string,
+                                                               value=values if values is not None else "VALUE"))
 
 
 def renamed_flag(p: argparse.ArgumentParser, flag: str, setting: str) -> None:
-    p.add_argument(flag, action=RenamedFlag, setting=setting, dest=f"renamed_{setting}")
+    """``flag`` became the ``key=value`` setting ``setting``."""
+    p.add_argument(flag, action=RefusedFlag, dest=f"refused_{setting}",
+                   instead=f"{{flag}} is now a setting: write {setting}={{value}} (settings are key=value)")
+
+
+def refused_flag(p: argparse.ArgumentParser, flag: str, instead: str) -> None:
+    """``flag`` is refused with ``instead`` ({flag} and {value} filled in)."""
+    p.add_argument(flag, action=RefusedFlag, dest=f"refused_{flag.strip('-')}", instead=instead)
 
 
 SETTING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")

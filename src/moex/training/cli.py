@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import add_settings, settings_of
+from ..cliutil import add_settings, refused_flag, settings_of
 from ..model.config import BACKBONES
 
 
@@ -42,7 +42,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("upcycle", help="an MoE run initialised from a trained dense run")
     p.add_argument("--from", dest="source", required=True, help="dense run directory")
-    p.add_argument("--mlp", "--preset", dest="mlp", default="moex", help="MoE preset: moex, switch, ...")
+    p.add_argument("--mlp", default="moex", help="MoE preset: moex, switch, ...")
+    refused_flag(p, "--preset", "{flag} names the backbone in moex train; the upcycled run keeps its source's "
+                                "backbone and takes its MoE preset from --mlp (--mlp {value})")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the expert partition")
     add_settings(p, "model keys of the MoE, train keys of the continued run")
