@@ -29,7 +29,12 @@ def cmd_upcycle(args: argparse.Namespace) -> None:
 
 
 def add_train_commands(sub: argparse._SubParsersAction) -> None:
+    from ..model.config import ModelConfig
     from ..model.layer import mlp_presets
+    from .config import TrainConfig
+
+    keys = (f"model keys: {', '.join(k for k in ModelConfig.keys() if k != 'extra')}; train keys (defaults in "
+            f"moex.TrainConfig): {', '.join(TrainConfig.keys())}")
 
     p = sub.add_parser("train", help="train a model (new run, or --resume RUN_DIR)")
     p.add_argument("--preset", help=f"backbone: {', '.join(BACKBONES)} (default chess-8l)")
@@ -37,7 +42,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="data directory (meta.json + train.bin/val.bin)")
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
-    add_settings(p, "model or train keys; a file may group them under 'model' and 'train'")
+    add_settings(p, f"{keys}; a file may group them under 'model' and 'train'")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("upcycle", help="an MoE run initialised from a trained dense run")
@@ -45,7 +50,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mlp", default="moex", help="MoE preset: moex, switch, ...")
     refused_flag(p, "--preset", "{flag} names the backbone in moex train; the upcycled run keeps its source's "
                                 "backbone and takes its MoE preset from --mlp (--mlp {value})")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the new run directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the expert partition")
-    add_settings(p, "model keys of the MoE, train keys of the continued run")
+    add_settings(p, f"the MoE's model keys and the continued run's train keys ({keys})")
     p.set_defaults(func=cmd_upcycle)
