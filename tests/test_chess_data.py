@@ -250,3 +250,32 @@ def test_a_bad_character_names_the_file_and_game_before_the_shuffle(tmp_path):
     (tmp_path / "g.txt").write_text(";1.e4 e5\n\n;1.d4 d5\n;1.e4 {x}\n")
     with pytest.raises(VocabError, match=r"g.txt: game 3: character '\{' at column 7"):
         build_blocks([tmp_path / "g.txt"], tmp_path / "b", block=8)
+
+
+def test_cli_bad_sizes_paths_and_programs_are_one_line_errors(tmp_path, capsys):
+    from moex.cli import main
+
+    games = tmp_path / "games.txt"
+    games.write_text(";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6 4.Ba4 Nf6 5.O-O Be7 6.Re1 b5 7.Bb3 d6 8.c3 O-O\n" * 4)
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "afile").write_text("mine")
+    pgn = tmp_path / "g.pgn"
+    pgn.write_text('[Event "x"]\n\n1. e4 e5 *\n')
+    cases = [
+        (["data", "chess", "generate", "--games", "-5", "--out", str(tmp_path / "g")], "n_games=-5"),
+        (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "engine=stockfish",
+          "stockfish_path=/nonexistent"], "stockfish_path='/nonexistent' does not exist"),
+        (["data", "chess", "build", str(games), "--out", str(tmp_path / "b"), "--block", "0"], "block=0"),
+        (["data", "chess", "build", str(tmp_path / "binary.txt"), "--out", str(tmp_path / "b")], "not a text file"),
+        (["data", "chess", "build", str(games), "--out", str(tmp_path / "afile"), "--block", "64"], "afile"),
+        (["data", "chess", "build", str(pgn), "--out", str(tmp_path / "b")], "moex data chess import"),
+        (["data", "chess", "import", str(tmp_path / "missing.pgn"), "--out", str(tmp_path / "i")], "missing.pgn not found"),
+        (["data", "chess", "import", str(pgn), "--out", str(tmp_path / "i"), "--min-chars", "-5"], "min_chars=-5"),
+        (["data", "chess", "import", str(pgn), "--out", str(tmp_path / "i"), "--workers", "-3"], "workers=-3"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err and err[-1].startswith("moex: error:") and message in err[-1], (argv, err)
+        assert "Traceback" not in "\n".join(err)
+    assert (tmp_path / "afile").read_text() == "mine"

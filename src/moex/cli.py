@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except (MoexError, FileNotFoundError) as e:
         print(f"moex: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an output that exists as a file, an unwritable directory, a full disk
+        print(f"moex: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

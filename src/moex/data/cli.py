@@ -14,7 +14,7 @@ def cmd_import(args: argparse.Namespace) -> None:
     from .chess.importer import import_games
 
     report = import_games(args.inputs, args.out, min_chars=args.min_chars, column=args.column,
-                          workers=args.workers or cpus())
+                          workers=cpus() if args.workers == 0 else args.workers)
     reasons = Counter(s["reason"].split(":")[0].split(" (")[0] for s in report.skipped)
     print(f"imported {report.imported} games to {Path(args.out) / 'games.txt'}; skipped {len(report.skipped)}"
           + (" (" + ", ".join(f"{n} {r}" for r, n in reasons.most_common()) + ")" if reasons else "")
@@ -30,7 +30,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     cfg = SelfPlayConfig.from_dict(settings_of(args), source="self-play settings")
     openings = read_openings(args.openings) if args.openings else []
-    path = generate_games(args.games, args.out, cfg, seed=args.seed, workers=args.workers or cpus(),
+    path = generate_games(args.games, args.out, cfg, seed=args.seed,
+                          workers=cpus() if args.workers == 0 else args.workers,
                           openings=openings)
     print(f"wrote {args.games} games to {path}")
 

@@ -49,6 +49,10 @@ def build_blocks(
     seed: int = 2357,
 ) -> dict:
     """Write ``train.bin``, ``val.bin`` and ``meta.json`` into ``out_dir``; return the meta dict."""
+    if block < 2:
+        raise MoexError(f"block={block} must be at least 2 characters")
+    if not 0 <= val_fraction < 1:
+        raise MoexError(f"val_fraction={val_fraction} must be in [0, 1)")
     games: list[np.ndarray] = []  # encoded before the shuffle, while a game's number means something
     for f in game_files:
         games += [encode(g, where=f"{f}: game {i + 1}") for i, g in enumerate(read_games(f))]

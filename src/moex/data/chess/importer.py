@@ -135,6 +135,13 @@ def import_games(
     workers: int = 1, progress: bool = True,
 ) -> ImportReport:
     """Write ``out_dir/games.txt`` (one transcript a line, input order) and ``out_dir/skipped.jsonl``."""
+    if min_chars < 0:
+        raise MoexError(f"min_chars={min_chars} must be >= 0")
+    if workers < 1:
+        raise MoexError(f"workers={workers} must be at least 1")
+    for path in map(Path, inputs):
+        if not path.is_file():
+            raise MoexError(f"{path} not found" if not path.exists() else f"{path} is not a file")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = ImportReport()

@@ -190,7 +190,14 @@ def generate_games(
     openings: list[str] | None = None, progress: bool = True,
 ) -> Path:
     """Play ``n_games`` and write them, in index order, to ``out_dir/games.txt``."""
+    if n_games < 1:
+        raise ConfigError(f"n_games={n_games}: the number of games must be at least 1")
+    if workers < 0:
+        raise ConfigError(f"workers={workers} must be >= 0")
     cfg = cfg.resolved()
+    if cfg.engine == "stockfish" and find_stockfish(cfg.stockfish_path) is None:  # before any worker starts
+        where = f"stockfish_path={cfg.stockfish_path!r} does not exist" if cfg.stockfish_path else "Stockfish not found"
+        raise ConfigError(f"{where}: install it (apt-get install stockfish) or use engine=random")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     openings = openings or []
