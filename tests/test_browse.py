@@ -290,7 +290,10 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
         name = "scripted"
 
         def complete(self, messages):
-            return "[1, 0, 1, 0, 1]" if "Answer (" in messages[-1]["content"] else "[EXPLANATION]: the letter e"
+            asked = re.search(r"Answer \((\d+) values\)", messages[-1]["content"])
+            if asked:  # as many 0/1 answers as examples shown
+                return "[" + ", ".join(str(1 - i % 2) for i in range(int(asked.group(1)))) + "]"
+            return "[EXPLANATION]: the letter e"
 
     text = [str(TEXT_DIR / "wikitext-2-valid.txt")]
     index = read_site_data(text_site[0] / "data" / "index.js")
