@@ -58,11 +58,12 @@ def evaluate_chess(model: GPT, games: list[str], cfg: ChessEvalConfig | None = N
         raise MoexError(f"chess evaluation needs at least 2 held-out games, got {len(games)}")
     t0 = time.time()
     out: dict[str, Any] = {"config": cfg.to_dict(), "n_games": len(games), "fingerprint": model_fingerprint(model)}
-    out["legal_moves"] = legal_move_rate(model, games, cfg.prefixes, cfg.temperature, cfg.seed, device)
+    out["legal_moves"] = legal_move_rate(model, games, cfg.prefixes, cfg.temperature, cfg.seed, device,
+                                          progress=progress)
     out["seconds_legal_moves"] = round(time.time() - t0, 1)
     if cfg.probes:
         t0 = time.time()
-        out["probes"] = board_probes(model, games, device=device)
+        out["probes"] = board_probes(model, games, device=device, progress=progress)
         out["seconds_probes"] = round(time.time() - t0, 1)
     if cfg.play:
         t0 = time.time()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import chess
 import torch
+from tqdm import tqdm
 
 from ..data.chess.transcript import move_spans
 from ..data.chess.vocab import CHARS, STOI, decode, encode
@@ -170,8 +171,14 @@ def rate_table(prefixes: Sequence[Prefix], outcomes: Sequence[str], matches: Seq
     return {**summary(list(range(len(prefixes)))), "by_phase": by_phase}
 
 
-def score_writer(writer: MoveWriter, prefixes: Sequence[Prefix], temperature: float) -> dict[str, Any]:
-    texts = writer([p.prompt for p in prefixes], [temperature] * len(prefixes))
+def score_writer(writer: MoveWriter, prefixes: Sequence[Prefix], temperature: float,
+                 progress: bool = False) -> dict[str, Any]:
+    chunk = 256
+    texts: list[str] = []
+    for lo in tqdm(range(0, len(prefixes), chunk), desc=f"legal moves (T={temperature:g})", unit="chunk",
+                   disable=not progress):
+        part = prefixes[lo:lo + chunk]
+        texts += writer([p.prompt for p in part], [temperature] * len(part))
     outcomes, matches = [], []
     for p, text in zip(prefixes, texts):
         outcome, move = classify(chess.Board(p.fen), text)
@@ -182,7 +189,7 @@ def score_writer(writer: MoveWriter, prefixes: Sequence[Prefix], temperature: fl
 
 
 def legal_move_rate(model: GPT, games: Sequence[str], n: int = 1000, temperature: float = 1.0, seed: int = 0,
-                    device: str | torch.device = "cpu", batch: int = 128) -> dict[str, Any]:
+                    device: str | torch.device = "cpu", batch: int = 128, progress: bool = False) -> dict[str, Any]:
     """Legal-move rate of ``model`` on ``n`` prefixes of ``games`` (held-out transcripts): ``greedy``,
     ``sampled`` (at ``temperature``) and ``chance`` (random characters), each with counts, the rate by game
     phase and how often the move equals the game's own (``game_move_rate``)."""
@@ -193,7 +200,7 @@ def legal_move_rate(model: GPT, games: Sequence[str], n: int = 1000, temperature
     writer = ModelWriter(model, device, batch, seed)
     prefixes = sample_prefixes(games, n, writer.max_prompt, seed)
     return {"n_prefixes": n, "n_games": len(games), "temperature": temperature, "seed": seed,
-            "greedy": score_writer(writer, prefixes, 0.0),
-            "sampled": score_writer(writer, prefixes, temperature),
+            "greedy": score_writer(writer, prefixes, 0.0, progress),
+            "sampled": score_writer(writer, prefixes, temperature, progress),
             "chance": score_writer(RandomCharWriter(seed), prefixes, 1.0)}
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from ..data.chess.labels import BoardLabels, board_labels, eval_positions
 from ..data.chess.vocab import encode
@@ -136,7 +137,8 @@ def subset(labels: BoardLabels, mask: np.ndarray) -> BoardLabels:
 
 
 def board_probes(model: GPT, games: list[str], train_fraction: float = 0.5, layers: list[int] | None = None,
-                 l2: float = 1e-4, max_iter: int = 50, device: str | torch.device = "cpu") -> dict[str, Any]:
+                 l2: float = 1e-4, max_iter: int = 50, device: str | torch.device = "cpu",
+                 progress: bool = False) -> dict[str, Any]:
     """Linear probes of the board from the residual stream after each block (``layers``: default all):
     test accuracy per layer, the two baselines and the best layer (by the state probes' accuracy)."""
     max_chars = min(256, model.cfg.ctx)
@@ -146,7 +148,7 @@ def board_probes(model: GPT, games: list[str], train_fraction: float = 0.5, laye
     lab_tr, lab_te = subset(labels, train), subset(labels, ~train)
     wanted = range(model.cfg.n_layer) if layers is None else layers
     per_layer = {}
-    for layer in wanted:
+    for layer in tqdm(wanted, desc="board probes", unit="layer", disable=not progress):
         if not 0 <= layer < model.cfg.n_layer:
             raise ValueError(f"layer {layer} out of range: the model has layers 0..{model.cfg.n_layer - 1}")
         x = resid[layer]
