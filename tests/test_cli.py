@@ -91,3 +91,6 @@ def test_old_flag_forms_are_refused_naming_the_setting(capsys):
     with pytest.raises(SystemExit):
         main(["upcycle", "--from", "r", "--out", "o", "--preset", "switch"])
     assert "--preset names the backbone in moex train" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--out", "r", "--device", "cpu"])
+    assert "write device=cpu" in capsys.readouterr().err

@@ -43,6 +43,9 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest checkpoint")
     add_settings(p, f"{keys}; a file may group them under 'model' and 'train'")
+    for key in ("device", "seed"):  # train settings here (kept in the run's train.json, so a resume keeps them)
+        refused_flag(p, f"--{key}", f"{{flag}}: in moex train, {key} is a train setting kept in the run's "
+                                    f"train.json: write {key}={{value}}")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("upcycle", help="an MoE run initialised from a trained dense run")
