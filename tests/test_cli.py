@@ -94,3 +94,34 @@ def test_old_flag_forms_are_refused_naming_the_setting(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--out", "r", "--device", "cpu"])
     assert "write device=cpu" in capsys.readouterr().err
+
+
+def test_missing_checkpoints_and_outputs_that_are_files_are_one_line_errors(tmp_path, capsys):
+    import torch
+
+    from moex import GPT, make_config
+
+    torch.manual_seed(0)
+    GPT(make_config("tiny", "gelu", n_layer=1, d_model=16, n_head=2, d_mlp=32)).save_pretrained(tmp_path / "run")
+    games = tmp_path / "games.txt"
+    games.write_text(";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6\n;1.d4 d5 2.c4 e6\n")
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    missing = str(tmp_path / "nope")
+    cases = [
+        (["browse", "--checkpoint", "nope", "--games", str(games), "--out", str(tmp_path / "s")], "nope not found"),
+        (["probe", "--model", missing, "--out", str(tmp_path / "p")], "nope not found"),
+        (["autointerp", "--checkpoint", str(tmp_path / "empty"), "--data", str(games), "--llm", "local:x", "--out",
+          str(tmp_path / "a")], "neither a moex run"),
+        (["eval", "chess", "--checkpoint", missing, "--games", str(games)], "not a moex checkpoint directory"),
+        (["eval", "chess", "--checkpoint", str(tmp_path / "run"), "--games", str(games), "--out",
+          str(tmp_path / "afile")], "exists and is not a directory"),
+        (["interp", "chess", "--checkpoint", str(tmp_path / "run"), "--games", str(games), "--out",
+          str(tmp_path / "afile" / "x.json")], "afile"),
+        (["data", "chess", "labels", str(games), "--out", str(tmp_path / "afile" / "x.npz")], "afile"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("moex: error:") and message in err[0], (argv, err)
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import MoexError
+
 
 def cmd_ppl(args: argparse.Namespace) -> None:
     from .ppl import evaluate_checkpoints, format_table, write_results
@@ -31,6 +33,8 @@ def cmd_chess(args: argparse.Namespace) -> None:
     match = MatchConfig.from_dict(mt, "match settings")
     if mt and not cfg.play:
         print(f"note: match settings ({', '.join(mt)}) apply only with play=true")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise MoexError(f"--out {args.out} exists and is not a directory")
     games = read_games(args.games)[: args.n_games or None]
     model = GPT.from_pretrained(args.checkpoint)
     result = evaluate_chess(model, games, cfg, match, device=args.device)

@@ -156,4 +156,10 @@ def load_model_or_reader(path: str | Path) -> Any:
     if (p / CFG_JSON).exists() or (p / "config.json").is_file() and \
             read_json(p / "config.json").get("model_type") == "gpt2":
         return GPT.from_pretrained(p)
+    if not p.exists() and (p.is_absolute() or str(path).startswith(".") or str(path).count("/") != 1):
+        # not a directory here, and not of the hub's "owner/name" form either
+        raise MoexError(f"{path} not found: give a moex run directory, a Hugging Face model directory, or a "
+                        "Hugging Face hub id (owner/name)")
+    if p.exists() and not (p / "config.json").is_file():
+        raise MoexError(f"{path} is neither a moex run ({CFG_JSON}) nor a Hugging Face model directory (config.json)")
     return HFModel.from_pretrained(p)
