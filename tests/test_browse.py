@@ -77,30 +77,46 @@ def test_feature_stats_against_a_brute_force_loop():
 
 def test_best_bsps_and_firing_rates_against_loops():
     rng = np.random.default_rng(1)
-    feats = rng.exponential(size=(60, 5)) * (rng.random((60, 5)) < 0.5)
-    labels = rng.random((60, 7)) < 0.4
-    train = np.arange(60) < 40
+    feats = rng.exponential(size=(300, 5)) * (rng.random((300, 5)) < 0.5)
+    labels = rng.random((300, 7)) < 0.4
+    labels[:, 6] = rng.random(300) < 0.03  # a rare BSP: too few true positives to qualify
+    train = np.arange(300) < 200
     fmax = feats[train].max(0)
     labels[:, 3] = feats[:, 2] > 0.5 * fmax[2]  # feature 2 classifies BSP 3 exactly at threshold 0.5
-    res = best_bsps_per_feature(feats, labels, train, fmax, top=2, chunk=2)
+    feats[:, 4] = 1.0  # always on: F1 = the always-true classifier's, lift 0
+    fmax[4] = 2.0
+    res = best_bsps_per_feature(feats, labels, train, fmax, top=3, chunk=2, min_tp=10)
     for f in range(5):
         table = []
         for g in range(7):
-            best = (-1, 0, 0, 0)
+            best = None
             for t in [i / 10 for i in range(11)]:
                 on = feats[train, f] > t * fmax[f]
-                tp = (on & labels[train, g]).sum()
-                p, r = tp / max(on.sum(), 1e-8), tp / max(labels[train, g].sum(), 1e-8)
-                f1 = 2 * p * r / (p + r) if p + r else 0.0
-                if f1 > best[0] + 1e-9:
-                    best = (f1, p, r, t)
-            table.append((best, g))
-        table.sort(key=lambda x: -x[0][0])
-        for j in range(2):
-            (f1, p, r, t), g = table[j]
-            assert abs(res.f1[f, j] - f1) < 1e-4 and abs(res.precision[f, j] - p) < 1e-4
-            assert abs(res.recall[f, j] - r) < 1e-4 and abs(res.threshold[f, j] - t) < 1e-6
+                tp = int((on & labels[train, g]).sum())
+                if tp < 10:
+                    continue
+                p, r = tp / on.sum(), tp / labels[train, g].sum()
+                f1 = 2 * p * r / (p + r)
+                if best is None or f1 > best[0] + 1e-9:
+                    best = (f1, p, r, t, tp, int(on.sum()))
+            if best is not None:
+                b = labels[train, g].mean()
+                table.append((best[0] - 2 * b / (1 + b), best, g, b))
+        table.sort(key=lambda x: -x[0])
+        by_bsp = {g: (lift, best, b) for lift, best, g, b in table}
+        k = min(3, len(table))
+        assert np.allclose(res.lift[f, :k], [x[0] for x in table[:k]], atol=1e-4)  # the top lifts, in order
+        for j in range(k):  # each listed BSP's numbers (ties in lift may list either BSP)
+            lift, (f1, p, r, t, tp, n_on), b = by_bsp[int(res.bsp[f, j])]
+            assert abs(res.lift[f, j] - lift) < 1e-4 and abs(res.f1[f, j] - f1) < 1e-4
+            assert abs(res.precision[f, j] - p) < 1e-4 and abs(res.recall[f, j] - r) < 1e-4
+            assert abs(res.threshold[f, j] - t) < 1e-6 and res.tp[f, j] == tp and res.positives[f, j] == n_on
+            assert abs(res.base_rate[f, j] - b) < 1e-6
+        assert all(np.isneginf(res.lift[f, len(table):]))
     assert res.bsp[2, 0] == 3 and res.f1[2, 0] > 0.999 and res.threshold[2, 0] <= 0.5
+    assert np.all(np.abs(res.lift[4][np.isfinite(res.lift[4])]) < 1e-6)  # always on: no lift
+    feats = feats[:60]
+    labels = labels[:60]
     rate = firing_rate_given_label(feats > 0, labels)
     for f in range(5):
         for g in range(7):
@@ -217,8 +233,13 @@ def test_chess_pages_in_headless_chromium(chess_site, tmp_path):
         assert len(uses(ref)) == len(chess.Board(t["fen"]).piece_map()) and uses(svg) == uses(ref)
         squares = re.compile(r'<rect x="(\d+)" y="(\d+)" [^>]*class="(square [^"]+)"[^>]*fill="([^"]+)"')
         assert len(squares.findall(svg)) == 64 and sorted(squares.findall(svg)) == sorted(squares.findall(ref))
+    assert page["expert"] == f // 512 and f'href="expert.html?id={f // 512}"' in dom  # its expert, linked
+    assert "true positives" in dom and "above base rate" in dom
+    for b in page["bsps"]:  # each listed BSP has the support the ranking asks for and beats the base rate
+        assert b["tp"] >= 10 and b["lift"] > 0 and b["positives"] >= b["tp"]
     dom = dump_dom(page_url(out, "expert.html?id=3"))
     assert "Expert 3" in dom and "Tokens most often routed to it" in dom
+    assert 'href="feature.html?id=1536"' in dom and 'href="feature.html?id=2047"' in dom  # its units 1536..2047
     dom = dump_dom(page_url(out, "model.html"))
     assert "Coverage and reconstruction" in dom and "Router analysis" in dom and "<polyline" in dom
     assert "Does it play chess?" in dom and "random characters" in dom and "Games against Stockfish" in dom

@@ -277,8 +277,10 @@ def chess_extras(corpus: Corpus, st: FeatureStats, cfg: BrowseConfig, device: st
 
 
 def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | None,
-                  autointerp: dict[str, Any] | None, out: Path, progress: bool = False) -> dict[str, list]:
-    """Write data/features/N.js for every feature; return the index columns."""
+                  autointerp: dict[str, Any] | None, out: Path, progress: bool = False,
+                  units_per_expert: int = 0) -> dict[str, list]:
+    """Write data/features/N.js for every feature; return the index columns. ``units_per_expert``: the
+    features are an MoE's code (expert j's units are features j*D .. j*D + D - 1): each page links its expert."""
     nw = -(-max(len(r) for r in corpus.rows) // corpus.window)
     boards = Boards(corpus.games) if corpus.kind == "chess" else None
     explained = {p["feature"]: p for p in (autointerp or {}).get("per_feature", [])}
@@ -292,13 +294,17 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
                 for j in range(top_scores.shape[0]) if top_scores[j, f] > 0]
         page: dict[str, Any] = {"id": f, "of": st.width, "kind": corpus.kind, "f_max": _r(fmax[f]),
                                 "frequency": _r(freq[f]), "histogram": hist[f].tolist(), "bins": BINS,
-                                "explanation": None}
+                                "explanation": None, "expert": f // units_per_expert if units_per_expert else None}
         if corpus.kind == "chess":
             page["top"] = [chess_top(corpus, boards, r) for r in tops]
             b = extras["best"]
             page["bsps"] = [{"name": bsp_name(b.bsp[f, j]), "index": int(b.bsp[f, j]), "f1": _r(b.f1[f, j]),
                              "precision": _r(b.precision[f, j]), "recall": _r(b.recall[f, j]),
-                             "threshold": float(b.threshold[f, j])} for j in range(b.bsp.shape[1]) if b.f1[f, j] > 0]
+                             "threshold": float(b.threshold[f, j]), "tp": int(b.tp[f, j]),
+                             "positives": int(b.positives[f, j]), "base_rate": _r(b.base_rate[f, j]),
+                             "lift": _r(b.lift[f, j])} for j in range(b.bsp.shape[1]) if b.lift[f, j] > 0]
+            page["fires_at_positions"] = int((st.at_positions[:, f] > 0).sum())
+            page["n_positions"] = int(st.at_positions.shape[0])
             page["heatmap"] = _rates(extras["heatmap"][f].reshape(12, 64))
             page["characters"] = characters(corpus, st, f)
         else:
@@ -324,7 +330,10 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
     return index
 
 
-def expert_pages(corpus: Corpus, es: ExpertStats, explained: dict[str, Any] | None, out: Path) -> dict[str, list]:
+def expert_pages(corpus: Corpus, es: ExpertStats, explained: dict[str, Any] | None, out: Path,
+                 units_are_features: bool = False) -> dict[str, list]:
+    """Write data/experts/N.js for every expert (linking its units when the browsed features are the MoE's
+    code); return the index columns."""
     nw = -(-max(len(r) for r in corpus.rows) // corpus.window)
     by_expert = {x["expert"]: x for x in (explained or {}).get("experts", [])}
     index: dict[str, list] = {k: [] for k in ("id", "share", "mean_l0", "top_tokens", "f1", "explanation")}
@@ -339,7 +348,7 @@ def expert_pages(corpus: Corpus, es: ExpertStats, explained: dict[str, Any] | No
                 for j in range(es.top.scores.shape[0]) if es.top.scores[j, e] > 0]
         x = by_expert.get(e, {})
         page = {"id": e, "of": es.n_experts, "kind": corpus.kind, "share": _r(share[e]), "mean_l0": _r(l0[e]),
-                "units": es.units_per_expert, "top_tokens": tokens, "top": tops,
+                "units": es.units_per_expert, "units_are_features": units_are_features, "top_tokens": tokens, "top": tops,
                 "explanation": x.get("explanation"), "f1": _r(x["f1"]) if x else None,
                 "precision": _r(x["precision"]) if x else None, "recall": _r(x["recall"]) if x else None}
         _js(out / "data" / "experts" / f"{e}.js", "page", page)
@@ -460,8 +469,9 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     copy_assets(tmp)
-    index = feature_pages(corpus, st, extras, ai, tmp, progress)
-    expert_index = expert_pages(corpus, es, ex, tmp) if es is not None else None
+    index = feature_pages(corpus, st, extras, ai, tmp, progress,
+                          units_per_expert=es.units_per_expert if es is not None and s.name == "mlp" else 0)
+    expert_index = expert_pages(corpus, es, ex, tmp, units_are_features=s.name == "mlp") if es is not None else None
     chess_scores = None
     if extras:
         sc = extras["scores"]

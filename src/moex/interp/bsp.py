@@ -128,48 +128,62 @@ def state_onehot(state: np.ndarray) -> np.ndarray:
 @dataclass
 class FeatureBSPs:
     """Per feature, the BSPs it classifies best on the train positions: indices (n, top) into the labels'
-    columns and, at each one's best threshold, F1, precision, recall and that threshold."""
+    columns and, at each one's best threshold, F1, precision, recall, that threshold, the true positives, the
+    positions where the feature is on, the BSP's base rate and ``lift``: F1 minus the F1 of the classifier
+    that always says true (2b / (1 + b) for base rate b). A (feature, BSP) pair counts only with at least
+    ``min_tp`` true positives; where fewer BSPs qualify, the rest have lift -inf."""
 
     bsp: np.ndarray  # (n, top) int
     f1: np.ndarray  # (n, top)
     precision: np.ndarray
     recall: np.ndarray
     threshold: np.ndarray
+    tp: np.ndarray
+    positives: np.ndarray
+    base_rate: np.ndarray
+    lift: np.ndarray
 
 
 def best_bsps_per_feature(
     features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, train_mask: torch.Tensor | np.ndarray,
     f_max: torch.Tensor | np.ndarray, top: int = 5, thresholds: tuple[float, ...] = THRESHOLDS, chunk: int = 1024,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", min_tp: int = 10,
 ) -> FeatureBSPs:
-    """For every feature, its ``top`` BSPs by F1 on the train positions, each at its own best threshold
-    (feature f on iff F > t * f_max(f), as in ``bsp_metrics``)."""
+    """For every feature, its ``top`` BSPs by lift (F1 above the always-true classifier's) on the train
+    positions, each at its own best threshold by F1 among those with at least ``min_tp`` true positives
+    (feature f on iff F > t * f_max(f), as in ``bsp_metrics``; ``min_tp`` as the reconstruction rule's)."""
     feats = torch.as_tensor(features)
     train = torch.as_tensor(train_mask, dtype=torch.bool)
     lab = torch.as_tensor(labels)[train].to(device=device, dtype=torch.float32)
     fmax = torch.as_tensor(f_max).to(device=device, dtype=torch.float32)
     n_true = lab.sum(0)
+    base = n_true / max(1, lab.shape[0])
+    base_f1 = 2 * base / (1 + base)
     top = min(top, lab.shape[1])
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("bsp", "f1", "precision", "recall", "threshold")}
+    keys = ("bsp", "f1", "precision", "recall", "threshold", "tp", "positives", "base_rate", "lift")
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for lo in range(0, feats.shape[1], chunk):
         f = feats[train][:, lo:lo + chunk].to(device=device, dtype=torch.float32)
         fm = fmax[lo:lo + chunk]
         best = torch.full((f.shape[1], lab.shape[1]), -1.0, device=device)
-        best_p, best_r, best_t = torch.zeros_like(best), torch.zeros_like(best), torch.zeros_like(best)
+        best_tp, best_on, best_t = torch.zeros_like(best), torch.zeros_like(best), torch.zeros_like(best)
         for t in thresholds:
             on = (f > t * fm).float()
-            tp, n_on = on.T @ lab, on.sum(0)[:, None]
-            score = f1(tp, n_on, n_true[None, :])
+            tp, n_on = on.T @ lab, on.sum(0)[:, None].expand_as(best)
+            score = torch.where(tp >= min_tp, f1(tp, n_on, n_true[None, :]), torch.full_like(best, -1.0))
             better = score > best
             best = torch.where(better, score, best)
-            best_p = torch.where(better, tp / (n_on + EPS), best_p)
-            best_r = torch.where(better, tp / (n_true[None, :] + EPS), best_r)
+            best_tp, best_on = torch.where(better, tp, best_tp), torch.where(better, n_on, best_on)
             best_t = torch.where(better, torch.full_like(best, t), best_t)
-        val, idx = best.topk(top, dim=1)
+        lift = torch.where(best >= 0, best - base_f1[None, :], torch.full_like(best, -float("inf")))
+        val, idx = lift.topk(top, dim=1)
         out["bsp"].append(idx)
-        out["f1"].append(val)
-        for name, m in (("precision", best_p), ("recall", best_r), ("threshold", best_t)):
+        out["lift"].append(val)
+        out["base_rate"].append(base[idx])
+        for name, m in (("f1", best), ("threshold", best_t), ("tp", best_tp), ("positives", best_on)):
             out[name].append(m.gather(1, idx))
+        out["precision"].append(out["tp"][-1] / (out["positives"][-1] + EPS))
+        out["recall"].append(out["tp"][-1] / (n_true[idx] + EPS))
     return FeatureBSPs(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()})
 
 

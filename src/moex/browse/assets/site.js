@@ -241,7 +241,8 @@ MOEX.page = function (p) {
   if (MOEX.kind === "expert") return MOEX.expertPage(p);
   document.title = `moex: feature ${p.id}`;
   let html = `${pieceDefs()}<h1>Feature ${p.id} ${prevNext("feature", p)}</h1>` +
-    kv([["max activation (f_max)", num(p.f_max, 4)], ["firing frequency", num(p.frequency, 5)]]) +
+    kv([["max activation (f_max)", num(p.f_max, 4)], ["firing frequency", num(p.frequency, 5)]].concat(
+      p.expert === null || p.expert === undefined ? [] : [["expert", `<a href="expert.html?id=${p.expert}">expert ${p.expert}</a> (this feature is one of its units)`]])) +
     explanationBlock(p, [["detection accuracy", num(p.detection)], ["fuzzing accuracy", num(p.fuzzing)]]);
   html += `<section><h2>Activation histogram</h2>${histogram(p)}</section>`;
   if (!p.top.length) html += `<p class="dead">This feature never fires on the browsed ${p.kind === "chess" ? "games" : "text"}.</p>`;
@@ -250,8 +251,10 @@ MOEX.page = function (p) {
       p.top.map((t) => `<figure class="position">${boardSVG(t.fen, t.move, 220)}<figcaption><b>${num(t.score)}</b> game ${t.game}, ${esc(t.label)}<div class="transcript">${shade([...t.text], t.acts, p.f_max, t.peak)}</div></figcaption></figure>`).join("") + "</div></section>";
     html += `<section><h2>Characters it fires on</h2><table class="list"><thead><tr><th>character</th><th>P(fires | character)</th><th>share of its firing</th></tr></thead><tbody>` +
       p.characters.map((c) => `<tr><td class="token">${esc(JSON.stringify(c.char))}</td><td>${num(c.rate)}</td><td>${num(c.share)}</td></tr>`).join("") + "</tbody></table></section>";
-    html += `<section><h2>Board-state properties it classifies best</h2><table class="list"><thead><tr><th>BSP</th><th>F1</th><th>precision</th><th>recall</th><th>threshold (× f_max)</th></tr></thead><tbody>` +
-      p.bsps.map((b) => `<tr><td>${esc(b.name)}</td><td>${num(b.f1)}</td><td>${num(b.precision)}</td><td>${num(b.recall)}</td><td>${num(b.threshold, 1)}</td></tr>`).join("") + "</tbody></table></section>";
+    html += `<section><h2>Board-state properties it classifies best</h2><p class="note">Ranked by F1 above the always-true classifier's (2b/(1+b) for base rate b), each at its best threshold with at least 10 true positives on the train games.</p>` +
+      (p.bsps.length ? `<table class="list"><thead><tr><th>BSP</th><th>F1</th><th>above base rate</th><th>precision</th><th>recall</th><th>true positives</th><th>on at</th><th>base rate</th><th>threshold (× f_max)</th></tr></thead><tbody>` +
+      p.bsps.map((b) => `<tr><td>${esc(b.name)}</td><td>${num(b.f1)}</td><td>${num(b.lift)}</td><td>${num(b.precision)}</td><td>${num(b.recall)}</td><td>${b.tp}</td><td>${b.positives}</td><td>${num(b.base_rate)}</td><td>${num(b.threshold, 1)}</td></tr>`).join("") + "</tbody></table>"
+        : `<p class="empty">${p.fires_at_positions === 0 ? `It never fires at the ${p.n_positions} evaluation positions (the '.' before White's moves), where the board labels are: it has no BSP to classify.` : `No BSP qualifies: it fires at ${p.fires_at_positions} of ${p.n_positions} evaluation positions, but no BSP has 10 true positives with an F1 above the always-true classifier's.`}</p>`) + "</section>";
     const planes = ["wP", "wN", "wB", "wR", "wQ", "wK", "bP", "bN", "bB", "bR", "bQ", "bK"];
     html += `<section><h2>Firing rate given each piece on each square</h2><p class="note">P(activation &gt; 0 | the piece is on the square) at the evaluation positions; grey: never there.</p><div class="heatmaps">` +
       p.heatmap.map((rates, i) => `<figure class="heatmap">${heatmapSVG(rates, planes[i], 110)}<figcaption>${planes[i]}</figcaption></figure>`).join("") + "</div></section>";
@@ -265,7 +268,8 @@ MOEX.page = function (p) {
 MOEX.expertPage = function (p) {
   document.title = `moex: expert ${p.id}`;
   let html = `<h1>Expert ${p.id} ${prevNext("expert", p)}</h1>` +
-    kv([["routing share (tokens routed to it)", num(p.share, 4)], ["mean l0 of its units on routed tokens", `${num(p.mean_l0, 1)} of ${p.units}`]]) +
+    kv([["routing share (tokens routed to it)", num(p.share, 4)], ["mean l0 of its units on routed tokens", `${num(p.mean_l0, 1)} of ${p.units}`],
+      p.units_are_features ? ["its units", `features <a href="feature.html?id=${p.id * p.units}">${p.id * p.units}</a> to <a href="feature.html?id=${(p.id + 1) * p.units - 1}">${(p.id + 1) * p.units - 1}</a> of the MLP code`] : null]) +
     explanationBlock(p, [["F1", num(p.f1)], ["precision", num(p.precision)], ["recall", num(p.recall)]]);
   html += `<section><h2>Tokens most often routed to it</h2><table class="list"><thead><tr><th>token</th><th>routed</th><th>share of the token's occurrences</th></tr></thead><tbody>` +
     p.top_tokens.map((t) => `<tr><td class="token">${esc(JSON.stringify(t.token))}</td><td>${t.count}</td><td>${num(t.share_of_token)}</td></tr>`).join("") + "</tbody></table></section>";
