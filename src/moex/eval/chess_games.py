@@ -30,14 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import Config, ConfigError
-from ..data.chess.selfplay import find_stockfish, opening_moves, read_openings
+from ..data.chess.selfplay import StockfishMissing, opening_moves, read_openings, require_stockfish
 from ..data.chess.transcript import moves_to_transcript
-from ..errors import MoexError
 from .legal_moves import MoveWriter, classify
-
-
-class StockfishMissing(MoexError):
-    """Stockfish is needed for the levels asked for and was not found."""
 
 
 def skill_elo(level: int) -> float | None:
@@ -164,12 +159,7 @@ class Opponent:
     def __init__(self, cfg: MatchConfig):
         self.cfg, self.rng, self.engine = cfg, random.Random(cfg.seed + 1), None
         if any(lv > -2 for lv in cfg.levels):
-            path = find_stockfish(cfg.stockfish_path or None)
-            if path is None:
-                where = f"stockfish_path={cfg.stockfish_path!r} does not exist" if cfg.stockfish_path else \
-                    "Stockfish was not found on PATH or in /usr/games"
-                raise StockfishMissing(f"{where}: install it (apt-get install stockfish, brew install stockfish) "
-                                       "or play only the random mover (levels=-2)")
+            path = require_stockfish(cfg.stockfish_path or None, "play only the random mover (levels=[-2])")
             try:
                 self.engine = chess.engine.SimpleEngine.popen_uci(path, timeout=20)
                 self.engine.configure({"Threads": 1})

@@ -73,6 +73,19 @@ def find_stockfish(path: str | None = None) -> str | None:
     return None
 
 
+class StockfishMissing(ConfigError):
+    """Stockfish is needed and was not found (or ``stockfish_path`` names nothing)."""
+
+
+def require_stockfish(path: str | None, otherwise: str) -> str:
+    """The Stockfish executable to run, or ``StockfishMissing`` saying how to install it or ``otherwise``."""
+    found = find_stockfish(path)
+    if found is None:
+        where = f"stockfish_path={path!r} does not exist" if path else "Stockfish was not found on PATH or in /usr/games"
+        raise StockfishMissing(f"{where}: install it (apt-get install stockfish, brew install stockfish) or {otherwise}")
+    return found
+
+
 def random_move(board: chess.Board, rng: random.Random) -> chess.Move:
     """A legal move, weighted towards captures (x4) and promotions (x5): the fast fallback player."""
     moves = list(board.legal_moves)
@@ -119,11 +132,7 @@ class Player:
         self.cfg = cfg
         self.engine = None
         if cfg.engine == "stockfish":
-            path = find_stockfish(cfg.stockfish_path)
-            if path is None:
-                raise FileNotFoundError(
-                    "Stockfish not found: install it (apt-get install stockfish) or use engine=random"
-                )
+            path = require_stockfish(cfg.stockfish_path, "use engine=random")
             self.engine = chess.engine.SimpleEngine.popen_uci(path)
             self.engine.configure({"Threads": 1, "Hash": 16})
 
@@ -195,9 +204,8 @@ def generate_games(
     if workers < 0:
         raise ConfigError(f"workers={workers} must be >= 0")
     cfg = cfg.resolved()
-    if cfg.engine == "stockfish" and find_stockfish(cfg.stockfish_path) is None:  # before any worker starts
-        where = f"stockfish_path={cfg.stockfish_path!r} does not exist" if cfg.stockfish_path else "Stockfish not found"
-        raise ConfigError(f"{where}: install it (apt-get install stockfish) or use engine=random")
+    if cfg.engine == "stockfish":  # before any worker starts
+        require_stockfish(cfg.stockfish_path, "use engine=random")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     openings = openings or []
