@@ -16,6 +16,7 @@ from ..artifacts import atomic_write, write_json
 from ..config import Config, ConfigError
 from ..errors import MoexError
 from ..interp.board_probes import board_probes
+from ..interp.sites import model_fingerprint
 from ..model.gpt import GPT
 from .chess_games import (BASELINES, MatchConfig, Opponent, WriterPlayer, play_match, skill_elo,
                           summarize_games)
@@ -48,8 +49,6 @@ def evaluate_chess(model: GPT, games: list[str], cfg: ChessEvalConfig | None = N
                    progress: bool = True) -> dict[str, Any]:
     """Legal-move rate on prefixes of ``games`` (held-out transcripts), board probes on them (first half fits,
     second half tests) and, when ``cfg.play``, ``match``'s games for the model and the baseline players."""
-    from ..interp.sites import model_fingerprint
-
     cfg = cfg or ChessEvalConfig()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
