@@ -137,21 +137,16 @@ class Prefix:
 def sample_prefixes(games: Sequence[str], n: int, max_prompt: int, seed: int = 0) -> list[Prefix]:
     """``n`` prefixes: game i % len(games), cut at a uniformly random ply whose prompt fits ``max_prompt``."""
     rng = random.Random(seed)
-    spans = []
+    candidates = []  # per game: every move whose prompt fits
     for g, t in enumerate(games):
         sp, _ = move_spans(t, where=f"game {g + 1}")
-        fits = [s for s in sp if s.start + (len(t[s.start:s.end]) - len(s.san)) <= max_prompt]
-        spans.append(fits)
-    if not any(spans):
+        # a prompt runs up to the move's SAN: "k." before White's moves is part of it
+        prompts = [(s, s.end - len(s.san)) for s in sp]
+        candidates.append([Prefix(g, s.ply, t[:end], s.fen_before, s.san) for s, end in prompts if end <= max_prompt])
+    usable = [c for c in candidates if c]
+    if not usable:
         raise MoexError(f"no game has a move within the first {max_prompt} characters")
-    usable = [g for g in range(len(games)) if spans[g]]
-    out = []
-    for i in range(n):
-        g = usable[i % len(usable)]
-        s = rng.choice(spans[g])
-        number = len(games[g][s.start:s.end]) - len(s.san)  # "k." before White's moves, nothing before Black's
-        out.append(Prefix(g, s.ply, games[g][:s.start + number], s.fen_before, s.san))
-    return out
+    return [rng.choice(usable[i % len(usable)]) for i in range(n)]
 
 
 def rate_table(prefixes: Sequence[Prefix], outcomes: Sequence[str], matches: Sequence[bool]) -> dict[str, Any]:
@@ -181,9 +176,10 @@ def score_writer(writer: MoveWriter, prefixes: Sequence[Prefix], temperature: fl
         texts += writer([p.prompt for p in part], [temperature] * len(part))
     outcomes, matches = [], []
     for p, text in zip(prefixes, texts):
-        outcome, move = classify(chess.Board(p.fen), text)
+        board = chess.Board(p.fen)
+        outcome, move = classify(board, text)
         outcomes.append(outcome)
-        matches.append(outcome == "legal" and chess.Board(p.fen).san(move) == p.answer)
+        matches.append(outcome == "legal" and board.san(move) == p.answer)
     return {**rate_table(prefixes, outcomes, matches), "examples": [
         {"prompt_end": p.prompt[-24:], "wrote": t, "outcome": o} for p, t, o in list(zip(prefixes, texts, outcomes))[:5]]}
 
