@@ -103,3 +103,27 @@ def test_demo_settings_are_checked_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_demo(tmp_path / "demo", **kwargs)
     assert not (tmp_path / "demo" / "games").exists()  # no self-play happened
+
+
+def test_given_held_out_games_are_used_and_checked(chess_games_dir, tmp_path):
+    """--games/--eval-games: imported games train, the held-out file evaluates; a held-out game that is also
+    a training game is refused before any work."""
+    from moex import MoexError
+    from moex.data.chess.importer import read_games
+    from moex.experiments.chess import prepare_chess_data
+
+    games = read_games(chess_games_dir / "games.txt")[:60]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "games.txt").write_text("\n".join(games[10:]) + "\n")
+    held_out = tmp_path / "eval.txt"
+    held_out.write_text("\n".join(games[:10]) + "\n")
+    blocks, eval_path, _ = prepare_chess_data(tmp_path / "exp", 1, 2, 255, games_dir=str(tmp_path / "train"),
+                                              eval_file=str(held_out), engine="random")
+    assert eval_path == held_out and (blocks / "meta.json").exists()
+    assert not (tmp_path / "exp" / "games").exists()  # nothing generated
+    leaky = tmp_path / "leaky.txt"
+    leaky.write_text("\n".join(games[5:15]) + "\n")
+    with pytest.raises(MoexError, match=r"leaky.txt: 5 of its 10 games are also training games"):
+        prepare_chess_data(tmp_path / "exp2", 1, 2, 255, games_dir=str(tmp_path / "train"), eval_file=str(leaky),
+                           engine="random")
+    assert not (tmp_path / "exp2" / "blocks").exists()

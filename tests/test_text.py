@@ -229,3 +229,73 @@ def test_hf_gpt2_weights_give_the_same_logits(tmp_path):
     x = torch.randint(0, 300, (2, 32))
     with torch.no_grad():
         assert torch.allclose(ours(x).logits, hf(x).logits, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bpe_run(tmp_path_factory):
+    """A 512-entry BPE learned on Shakespeare, data built with it, and a 2-layer model trained 40 steps."""
+    from moex.data.text.build import build_tokenizer
+
+    root = tmp_path_factory.mktemp("bpe")
+    source = [str(TEXT_DIR / "tiny-shakespeare.txt")]
+    build_tokenizer(source, root / "bpe", 512)
+    build_text(source, root / "data", block=65, val_fraction=0.05, workers=2, tokenizer=root / "bpe",
+               progress=False)
+    run_training(root / "run", "tiny-lm", settings=dict(
+        data=str(root / "data"), vocab_size=512, n_layer=2, ctx=64, max_steps=40, batch_size=8, eval_interval=40,
+        eval_batches=4, log_interval=10, warmup_steps=5, lr=3e-3), progress=False)
+    return root
+
+
+def test_trained_bpe_round_trips_and_offsets_point_at_each_token(bpe_run):
+    from moex.data.text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(bpe_run / "bpe")
+    assert (tok.name, tok.vocab_size) == ("bpe", 512) and tok.decode([tok.eot]) == "<|endoftext|>"
+    for text in SAMPLES:
+        ids, starts = tok.offsets(text)
+        assert tok.decode(ids) == text and ids == tok.encode(text) and tok.eot not in ids
+        if text.isascii():  # one character per byte: each token's text begins at its start
+            for i, (t, s) in enumerate(zip(ids, starts)):
+                assert text[s:].startswith(tok.decode([t])), (text, i)
+    assert load_tokenizer(bpe_run / "nowhere").name == "gpt2"
+
+
+def test_data_and_runs_carry_the_trained_tokenizer(bpe_run, tmp_path):
+    """Shards hold the BPE's ids (each document led by its <|endoftext|>), the run copies tokenizer.json,
+    perplexity and probing read text with it: the perplexity equals a direct sliding window over its ids."""
+    from moex.analysis.probing import load_reader
+    from moex.data.text.tokenizer import load_tokenizer
+
+    meta = json.loads((bpe_run / "data" / "meta.json").read_text())
+    assert (meta["tokenizer"], meta["vocab_size"]) == ("bpe", 512)
+    tok = load_tokenizer(bpe_run / "run")
+    stream = np.fromfile(bpe_run / "data" / meta["files"]["train"][0], dtype=np.uint16)
+    text = (TEXT_DIR / "tiny-shakespeare.txt").read_text()
+    assert stream[0] == tok.eot and list(stream[1:200]) == tok.encode(text)[:199]
+    held_out = tmp_path / "tail.txt"
+    held_out.write_text(text[-3000:])
+    row, = evaluate_checkpoints([bpe_run / "run"], [str(held_out)], stride=32, device="cpu")
+    model = GPT.from_pretrained(bpe_run / "run")
+    direct = sliding_window_nll(model, tok.encode(held_out.read_text()), stride=32, eot=tok.eot)
+    assert row["n_tokens"] == direct.n_tokens and row["ppl"] == pytest.approx(direct.ppl, rel=1e-6)
+    assert row["ppl"] < 512 / 4  # it learned something in 40 steps
+    _, tokenize = load_reader(bpe_run / "run")
+    assert tokenize("to be or not") == tok.offsets("to be or not")
+
+
+def test_bad_tokenizer_inputs_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "text", "build", str(TEXT_DIR / "tiny-shakespeare.txt"), "--out", str(tmp_path / "d"),
+                 "--tokenizer", str(tmp_path / "empty")]) == 2
+    assert "empty: no tokenizer.json there" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "tokenizer.json").write_text("{not json")
+    assert main(["data", "text", "build", str(TEXT_DIR / "tiny-shakespeare.txt"), "--out", str(tmp_path / "d"),
+                 "--tokenizer", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "bad/tokenizer.json: not a tokenizers file" in err and err.count("\n") == 1
+    assert main(["data", "text", "tokenizer", str(TEXT_DIR / "tiny-shakespeare.txt"), "--out", str(tmp_path / "t"),
+                 "--vocab-size", "100"]) == 2
+    assert "vocab_size=100 must be in 257..65535" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "meta.json").exists() and not (tmp_path / "t" / "tokenizer.json").exists()

@@ -40,6 +40,7 @@ EXAMPLES = {
     "data chess build": "moex data chess build data/games/games.txt --out data/blocks --block 1024",
     "data chess labels": "moex data chess labels data/eval/games.txt --out data/eval/labels.npz",
     "data text build": "moex data text build wiki.train.txt --out data/text --block 1025",
+    "data text tokenizer": "moex data text tokenizer wiki.train.txt --out data/bpe --vocab-size 4096",
     "train": "moex train --preset tiny --mlp moex --data data/blocks --out runs/moex max_steps=2000 lr=1e-3",
     "upcycle": "moex upcycle --from runs/gelu --mlp moex --out runs/moex-up max_steps=1000",
     "eval ppl": "moex eval ppl --checkpoint runs/lm --data wikitext-2-valid.txt --out eval/ppl.json",

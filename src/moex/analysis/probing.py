@@ -134,17 +134,21 @@ def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...
 
 
 def load_reader(path: str | Path, tokenizer: str = "auto") -> tuple[Any, Tokenize]:
-    """A reader and its tokenizer (token ids with start characters) for a moex run directory (GPT-2 BPE) or a
-    Hugging Face model directory (its own fast tokenizer; ``tokenizer="gpt2"``: moex's offline GPT-2 BPE)."""
+    """A reader and its tokenizer (token ids with start characters) for a moex run directory (its
+    tokenizer.json, else GPT-2 BPE) or a Hugging Face model directory (its own fast tokenizer;
+    ``tokenizer="gpt2"``: moex's offline GPT-2 BPE)."""
+    from ..data.text.tokenizer import load_tokenizer
     from ..interp.experts import MoexReader
     from ..interp.hf import load_model_or_reader
     from ..model.gpt import GPT
 
     loaded = load_model_or_reader(path)
     if isinstance(loaded, GPT):
-        if loaded.cfg.vocab_size < 50257:
-            raise MoexError(f"{path}: vocabulary {loaded.cfg.vocab_size} is not GPT-2's; probing reads text models")
-        return MoexReader(loaded), gpt2_offsets
+        tok = load_tokenizer(path)
+        if loaded.cfg.vocab_size < tok.vocab_size:
+            raise MoexError(f"{path}: vocabulary {loaded.cfg.vocab_size} is smaller than its tokenizer's ({tok.name}, "
+                            f"{tok.vocab_size}); probing reads text models")
+        return MoexReader(loaded), tok.offsets
     if tokenizer == "gpt2":
         return loaded, gpt2_offsets
     from transformers import AutoTokenizer

@@ -60,10 +60,20 @@ def cmd_text_build(args: argparse.Namespace) -> None:
 
     meta = build_text(args.sources, args.out, column=args.column, val_fraction=args.val_fraction,
                       block=args.block, shard_tokens=args.shard_tokens, workers=args.workers or cpus(),
-                      max_docs=args.max_docs, hf_split=args.hf_split)
+                      max_docs=args.max_docs, hf_split=args.hf_split, tokenizer=args.tokenizer)
     n = meta["n_tokens"]
-    print(f"{meta['n_docs']} documents -> {n['train']:,} train + {n['val']:,} val GPT-2 tokens in "
+    name = "GPT-2" if meta["tokenizer"] == "gpt2" else f"BPE-{meta['vocab_size']}"
+    print(f"{meta['n_docs']} documents -> {n['train']:,} train + {n['val']:,} val {name} tokens in "
           f"{len(meta['files']['train']) + len(meta['files']['val'])} shard(s) under {args.out}")
+
+
+def cmd_text_tokenizer(args: argparse.Namespace) -> None:
+    from .text.build import build_tokenizer
+
+    tok = build_tokenizer(args.sources, args.out, args.vocab_size, column=args.column, hf_split=args.hf_split,
+                          max_docs=args.max_docs)
+    print(f"a byte-level BPE of {tok.vocab_size} tokens -> {args.out}/tokenizer.json "
+          f"(moex data text build ... --tokenizer {args.out})")
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
@@ -106,7 +116,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-positions", type=int, default=20)
     s.set_defaults(func=cmd_labels)
 
-    text_p = dsub.add_parser("text", help="natural-language corpora -> GPT-2 token shards")
+    text_p = dsub.add_parser("text", help="natural-language corpora -> token shards (GPT-2 BPE or a trained BPE)")
     tsub = text_p.add_subparsers(dest="text_cmd", required=True)
     s = tsub.add_parser("build", help="text / JSONL / parquet files, directories or hf:NAME[:CONFIG] -> "
                                       "uint16 shards + meta.json")
@@ -119,4 +129,16 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--workers", type=int, default=0, help="tokenising processes (default: all CPUs)")
     s.add_argument("--max-docs", type=int, help="stop after this many documents (e.g. for streamed datasets)")
     s.add_argument("--hf-split", default="train", help="split of a hf: dataset")
+    s.add_argument("--tokenizer", metavar="DIR", help="directory with the tokenizer.json to use "
+                   "(moex data text tokenizer; default: GPT-2 BPE)")
     s.set_defaults(func=cmd_text_build)
+
+    s = tsub.add_parser("tokenizer", help="learn a small byte-level BPE on the corpus -> tokenizer.json "
+                                          "(a tiny model's output head then costs little)")
+    s.add_argument("sources", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--vocab-size", type=int, default=4096, help="entries, <|endoftext|> and 256 bytes included")
+    s.add_argument("--column", default="text", help="JSONL field / parquet / dataset column with the text")
+    s.add_argument("--max-docs", type=int, help="learn from the first this many documents")
+    s.add_argument("--hf-split", default="train", help="split of a hf: dataset")
+    s.set_defaults(func=cmd_text_tokenizer)

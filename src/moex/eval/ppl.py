@@ -25,7 +25,7 @@ from tqdm import tqdm
 from ..artifacts import write_json
 from ..data.loader import DataError
 from ..data.text.build import read_source
-from ..data.text.tokenizer import EOT, encode
+from ..data.text.tokenizer import EOT, TextTokenizer, load_tokenizer
 
 # Hugging Face names for the standard evaluation sets, used when the network allows.
 HF_SETS = {
@@ -64,11 +64,12 @@ def windows(n_targets: int, ctx: int, stride: int) -> list[tuple[int, int, int]]
 @torch.no_grad()
 def sliding_window_nll(model, tokens: list[int] | np.ndarray, stride: int | None = None,
                        ctx: int | None = None, batch_size: int = 8, device: str = "cpu",
-                       progress: bool = False) -> PplResult:
-    """NLL of ``tokens`` (``<|endoftext|>`` prepended) under ``model`` with a sliding window."""
+                       progress: bool = False, eot: int = EOT) -> PplResult:
+    """NLL of ``tokens`` (``eot``, the tokenizer's ``<|endoftext|>``, prepended) under ``model`` with a
+    sliding window."""
     ctx = ctx or model.cfg.ctx
     stride = stride or max(1, ctx // 2)
-    seq = torch.tensor([EOT, *list(tokens)], dtype=torch.long)
+    seq = torch.tensor([eot, *list(tokens)], dtype=torch.long)
     n = seq.numel() - 1
     if n < 1:
         raise DataError("nothing to score: the text has no tokens")
@@ -96,16 +97,18 @@ def sliding_window_nll(model, tokens: list[int] | np.ndarray, stride: int | None
 
 
 @torch.no_grad()
-def lambada(model, passages: list[str], device: str = "cpu", progress: bool = False) -> PplResult:
-    """Last-word accuracy and perplexity over LAMBADA-style passages."""
+def lambada(model, passages: list[str], device: str = "cpu", progress: bool = False,
+            tokenizer: TextTokenizer | None = None) -> PplResult:
+    """Last-word accuracy and perplexity over LAMBADA-style passages (GPT-2 BPE unless ``tokenizer``)."""
+    tok = tokenizer or TextTokenizer()
     model.eval()
     correct, total = 0, 0.0
     for text in tqdm(passages, desc="lambada", disable=not progress):
         context, _, word = text.strip().rpartition(" ")
         if not context:
             raise DataError(f"LAMBADA passage without a last word to predict: {text[:60]!r}")
-        ctx_tok, tgt = encode(context), encode(" " + word)
-        seq = ([EOT] + ctx_tok + tgt)[-(model.cfg.ctx + 1):]
+        ctx_tok, tgt = tok.encode(context), tok.encode(" " + word)
+        seq = ([tok.eot] + ctx_tok + tgt)[-(model.cfg.ctx + 1):]
         x = torch.tensor(seq[:-1], device=device)[None]
         logits = model(x).logits[0, -len(tgt):].float()
         target = torch.tensor(tgt, device=device)
@@ -139,32 +142,37 @@ def load_eval_text(data: str) -> tuple[str, list[str]]:
 
 
 def evaluate(model, data: str, stride: int | None = None, batch_size: int = 8, device: str = "cpu",
-             progress: bool = True) -> PplResult:
+             progress: bool = True, tokenizer: TextTokenizer | None = None) -> PplResult:
+    """Perplexity of ``model`` on ``data`` (sliding window; LAMBADA accuracy for LAMBADA sets), its text
+    tokenised with ``tokenizer`` (default GPT-2 BPE)."""
+    tok = tokenizer or TextTokenizer()
     kind, docs = load_eval_text(data)
     if kind == "lambada":
-        return lambada(model, docs, device=device, progress=progress)
+        return lambada(model, docs, device=device, progress=progress, tokenizer=tok)
     # documents of a multi-document source are joined with <|endoftext|> into one stream
     tokens: list[int] = []
     for i, d in enumerate(docs):
-        tokens += ([EOT] if i else []) + encode(d)
+        tokens += ([tok.eot] if i else []) + tok.encode(d)
     return sliding_window_nll(model, tokens, stride=stride, batch_size=batch_size, device=device,
-                              progress=progress)
+                              progress=progress, eot=tok.eot)
 
 
 def evaluate_checkpoints(checkpoints: list[str | Path], data: list[str], stride: int | None = None,
                          batch_size: int = 8, device: str = "auto") -> list[dict]:
-    """Every checkpoint (moex run or Hugging Face GPT-2 directory) on every evaluation set: one row each."""
-    from ..data.text.tokenizer import VOCAB_SIZE
+    """Every checkpoint (moex run, with its own tokenizer.json or GPT-2's, or Hugging Face GPT-2 directory) on
+    every evaluation set: one row each."""
     from ..model.gpt import GPT
 
     device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for ckpt in checkpoints:
         model = GPT.from_pretrained(ckpt, map_location=device)
-        if model.cfg.vocab_size < VOCAB_SIZE:
-            raise DataError(f"{ckpt}: vocabulary {model.cfg.vocab_size} is not GPT-2's; perplexity needs a text model")
+        tok = load_tokenizer(ckpt)
+        if model.cfg.vocab_size < tok.vocab_size:
+            raise DataError(f"{ckpt}: vocabulary {model.cfg.vocab_size} is smaller than its tokenizer's "
+                            f"({tok.name}, {tok.vocab_size}); perplexity needs a text model")
         for d in data:
-            r = evaluate(model, d, stride=stride, batch_size=batch_size, device=device)
+            r = evaluate(model, d, stride=stride, batch_size=batch_size, device=device, tokenizer=tok)
             rows.append({"checkpoint": str(ckpt), "data": Path(d).name, "n_tokens": r.n_tokens, "nll": r.nll,
                          "ppl": r.ppl, "accuracy": r.accuracy, "stride": r.stride, "ctx": model.cfg.ctx})
     return rows

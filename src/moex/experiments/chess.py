@@ -159,27 +159,40 @@ SCALES: dict[str, Scale] = {
 
 
 def prepare_chess_data(out: Path, games: int, eval_games: int, ctx: int, nodes: int = 200, seed: int = 0,
-                       engine: str = "auto", workers: int = 0,
-                       games_dir: str | None = None) -> tuple[Path, Path, str]:
-    """Self-play (or given) training games -> blocks, and held-out evaluation games. Reuses what exists.
+                       engine: str = "auto", workers: int = 0, games_dir: str | None = None,
+                       eval_file: str | None = None) -> tuple[Path, Path, str]:
+    """Self-play (or given: ``games_dir``'s games.txt) training games -> blocks, and held-out evaluation games
+    (self-play, or ``eval_file``: a games.txt none of whose games is a training game). Reuses what exists.
 
     Returns (blocks directory, evaluation games.txt, the self-play engine)."""
     workers = workers or len(os.sched_getaffinity(0))
     sp = SelfPlayConfig(engine=engine, nodes=nodes)
     train_games = Path(games_dir) if games_dir else out / "games" / "train"
     eval_dir = out / "games" / "eval"
-    if not (train_games / "games.txt").exists() or not (eval_dir / "games.txt").exists():
+    if eval_file:
+        check_held_out(Path(eval_file), train_games / "games.txt")
+    if not (train_games / "games.txt").exists() or not (eval_file or (eval_dir / "games.txt").exists()):
         sp = sp.resolved()
     if not (train_games / "games.txt").exists():
         if games_dir:
             raise MoexError(f"{train_games / 'games.txt'} not found (moex data chess import ... --out {games_dir})")
         generate_games(games, train_games, sp, seed=seed, workers=workers)
-    if not (eval_dir / "games.txt").exists():
+    if not eval_file and not (eval_dir / "games.txt").exists():
         generate_games(eval_games, eval_dir, sp, seed=seed + 1, workers=workers)
     blocks = out / "blocks"
     if not (blocks / "meta.json").exists():
         build_blocks([train_games / "games.txt"], blocks, val_fraction=0.05, block=ctx + 1, seed=seed)
-    return blocks, eval_dir / "games.txt", sp.engine
+    return blocks, Path(eval_file) if eval_file else eval_dir / "games.txt", sp.engine
+
+
+def check_held_out(eval_file: Path, train_file: Path) -> None:
+    """``eval_file`` is a readable games.txt and none of its games is in ``train_file`` (when that exists)."""
+    held_out = set(read_games(eval_file))
+    if train_file.exists():
+        seen = held_out.intersection(read_games(train_file))
+        if seen:
+            raise MoexError(f"{eval_file}: {len(seen)} of its {len(held_out)} games are also training games "
+                            f"({train_file}); evaluation games must be held out")
 
 
 def distributed() -> tuple[bool, Callable[[], None]]:
@@ -383,7 +396,7 @@ class ExperimentSetup:
 
 def setup_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
                      device: str = "auto", workers: int = 0, games_dir: str | None = None,
-                     settings: dict[str, Any] | None = None) -> ExperimentSetup:
+                     settings: dict[str, Any] | None = None, eval_file: str | None = None) -> ExperimentSetup:
     """Resolve the scale, make (or find) the games and blocks (rank 0 only under torchrun), and derive the
     train settings shared by every run."""
     sc = scale_config(scale, **(settings or {}))
@@ -397,29 +410,32 @@ def setup_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0
     out.mkdir(parents=True, exist_ok=True)
     master, barrier = distributed()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    data_args = (out, sc.games, sc.eval_games, make_config(sc.preset).ctx, sc.nodes, seed, engine, workers, games_dir)
+    data_args = (out, sc.games, sc.eval_games, make_config(sc.preset).ctx, sc.nodes, seed, engine, workers, games_dir,
+                 eval_file)
     if master:
         prepare_chess_data(*data_args)
     barrier()
     blocks, eval_path, engine = prepare_chess_data(*data_args)  # now only finds what rank 0 made
     tcfg = {**sc.train, "batch_size": sc.batch_size, "data": str(blocks), "seed": seed + 1337,
             "device": device, "ckpt_interval": max(10, min(sc.steps, sc.up_steps) // 2)}
-    return ExperimentSetup(sc, scale if isinstance(scale, str) else "custom", out, blocks, read_games(eval_path),
+    return ExperimentSetup(sc, scale if isinstance(scale, str) else "custom", out, blocks,
+                           read_games(eval_path)[:sc.eval_games],
                            engine, tcfg, dev, master, barrier)
 
 
 def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
                          device: str = "auto", workers: int = 0, games_dir: str | None = None,
                          only: list[str] | None = None, fresh: bool = False,
-                         settings: dict[str, Any] | None = None) -> dict[str, Any]:
+                         settings: dict[str, Any] | None = None, eval_file: str | None = None) -> dict[str, Any]:
     """Train (or reuse) and score the rows of ``scale`` (a name in ``SCALES`` with ``settings`` applied,
     or a ``Scale``), then write the tables. ``only``: these rows now; ``fresh``: score every row again
-    (trained runs are kept)."""
+    (trained runs are kept); ``games_dir``/``eval_file``: given training/held-out games instead of
+    self-play (the first ``eval_games`` of ``eval_file`` are used)."""
     t0 = time.time()
     unknown = sorted(set(only or []) - {r.name for r in ROWS} - {"sae"})
     if unknown:
         raise ConfigError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(r.name for r in ROWS)}, sae")
-    setup = setup_experiment(out, scale, seed, engine, device, workers, games_dir, settings)
+    setup = setup_experiment(out, scale, seed, engine, device, workers, games_dir, settings, eval_file)
     sc, name, out, master, barrier = setup.scale, setup.name, setup.out, setup.master, setup.barrier
     blocks, eval_games, engine, dev = setup.blocks, setup.eval_games, setup.engine, setup.device
     wanted_names = list(only or sc.rows or [r.name for r in ROWS] + ["sae"])
@@ -427,7 +443,7 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
         shutil.rmtree(out / "rows", ignore_errors=True)
     rows_dir = out / "rows"
     if master:
-        write_json(out / "experiment.json", {"scale": name, "seed": seed, "engine": engine,
+        write_json(out / "experiment.json", {"scale": name, "seed": seed, "engine": engine, "eval_file": eval_file,
                                              "config": asdict(sc), "rows": [asdict(r) for r in ROWS]})
         rows_dir.mkdir(exist_ok=True)
     barrier()

@@ -18,11 +18,11 @@ def cmd_experiment_chess(args: argparse.Namespace) -> None:
         if args.only or args.fresh:
             raise MoexError("--only and --fresh apply to the tables, not to --study")
         run_study(args.study, args.out, scale=args.scale, seed=args.seed, engine=engine, device=args.device,
-                  workers=args.workers, games_dir=args.games, settings=settings)
+                  workers=args.workers, games_dir=args.games, settings=settings, eval_file=args.eval_games)
         return
     run_chess_experiment(args.out, scale=args.scale, seed=args.seed, engine=engine, device=args.device,
                          workers=args.workers, games_dir=args.games, only=args.only, fresh=args.fresh,
-                         settings=settings)
+                         settings=settings, eval_file=args.eval_games)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -55,6 +55,8 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scale", choices=list(SCALES), default="tiny")
     s.add_argument("--out", required=True)
     s.add_argument("--games", help="use this directory's games.txt (moex data chess import) for training")
+    s.add_argument("--eval-games", metavar="FILE",
+                   help="held-out games.txt to evaluate on (its first eval_games games) instead of self-play games")
     s.add_argument("--only", nargs="+", help="rows to run now (others are kept or left for later)")
     s.add_argument("--fresh", action="store_true", help="re-score every row (trained runs are kept)")
     s.add_argument("--study", choices=STUDIES,

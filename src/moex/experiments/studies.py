@@ -296,12 +296,12 @@ def plot_study(res: dict[str, Any], path: Path) -> bool:
 
 def run_study(study: str, out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
               device: str = "auto", workers: int = 0, games_dir: str | None = None,
-              settings: dict[str, Any] | None = None) -> dict[str, Any]:
+              settings: dict[str, Any] | None = None, eval_file: str | None = None) -> dict[str, Any]:
     """Train what ``study`` needs (reusing finished runs), score it, and write ``OUT/STUDY/study.{json,md,png}``.
     Data (games, blocks) live in ``OUT`` and are shared by the studies and the tables."""
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
-    setup = setup_experiment(out, scale, seed, engine, device, workers, games_dir, settings)
+    setup = setup_experiment(out, scale, seed, engine, device, workers, games_dir, settings, eval_file)
     if not setup.master:
         raise ConfigError("studies run in one process (torchrun is for the tables)")
     sdir = setup.out / study

@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from ..artifacts import CFG_JSON, MODEL_WEIGHTS, TRAIN_JSON
+from ..artifacts import CFG_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write
 from ..config import ConfigError, split_settings
 from ..data.loader import BlockData
+from ..data.text.tokenizer import TOKENIZER_FILE
 from ..errors import Interrupted, MoexError
 from ..model.config import ModelConfig
 from ..model.gpt import GPT
@@ -269,6 +271,8 @@ class Trainer:
             write_train_config(run_dir, tcfg)
             if not (run_dir / CFG_JSON).exists():
                 mcfg.save(run_dir / CFG_JSON)
+            if (self.data.dir / TOKENIZER_FILE).exists():  # the run reads text the way its data was written
+                atomic_write(run_dir / TOKENIZER_FILE, lambda p: shutil.copyfile(self.data.dir / TOKENIZER_FILE, p))
         fwd: torch.nn.Module = torch.compile(self.model) if tcfg.compile else self.model
         if self.world > 1:
             fwd = DDP(fwd, device_ids=[local_rank] if device.type == "cuda" else None)

@@ -1,4 +1,5 @@
-"""Text corpora -> GPT-2 token shards (uint16) + ``meta.json``, the layout ``BlockData`` reads.
+"""Text corpora -> token shards (uint16; GPT-2 BPE, or a ``tokenizer.json`` from ``train_bpe``) + ``meta.json``,
+the layout ``BlockData`` reads. A trained tokenizer is copied beside the shards, so runs find it.
 
 Sources: plain text files (one document per file), JSONL and parquet files with a text column, and
 Hugging Face datasets by name (``hf:NAME[:CONFIG]``, streamed; needs ``datasets`` and the network).
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from ...artifacts import write_json
 from ..loader import DataError
-from .tokenizer import EOT, VOCAB_SIZE, encode
+from .tokenizer import TextTokenizer, load_tokenizer, train_bpe
 
 
 @dataclass
@@ -122,8 +123,16 @@ def read_source(source: str, column: str = "text", hf_split: str = "train") -> I
         yield from read_text_file(path)
 
 
+_TOKENIZER = TextTokenizer()  # set in each worker by _use_tokenizer
+
+
+def _use_tokenizer(directory: str | None) -> None:
+    global _TOKENIZER
+    _TOKENIZER = load_tokenizer(directory)
+
+
 def _tokenize(doc: Document) -> np.ndarray:
-    return np.array([EOT, *encode(doc.text)], dtype=np.uint16)
+    return np.array([_TOKENIZER.eot, *_TOKENIZER.encode(doc.text)], dtype=np.uint16)
 
 
 @dataclass
@@ -171,12 +180,18 @@ class ShardWriter:
 
 def build_text(sources: list[str], out: str | Path, *, column: str = "text", val_fraction: float = 0.01,
                block: int = 1025, shard_tokens: int = 100_000_000, workers: int | None = None,
-               max_docs: int | None = None, hf_split: str = "train", progress: bool = True) -> dict:
-    """Tokenise ``sources`` into ``out``; returns the meta dict (also written as ``out/meta.json``)."""
+               max_docs: int | None = None, hf_split: str = "train", tokenizer: str | Path | None = None,
+               progress: bool = True) -> dict:
+    """Tokenise ``sources`` into ``out`` with GPT-2 BPE, or the ``tokenizer.json`` in directory ``tokenizer``;
+    returns the meta dict (also written as ``out/meta.json``)."""
     if not sources:
         raise DataError("no sources given")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if tokenizer is not None and not (Path(tokenizer) / "tokenizer.json").is_file():
+        raise DataError(f"{tokenizer}: no tokenizer.json there (make one with `moex data text tokenizer`)")
+    tok = load_tokenizer(tokenizer)
+    _use_tokenizer(None if tokenizer is None else str(tokenizer))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     every = round(1 / val_fraction) if val_fraction > 0 else 0
@@ -194,7 +209,8 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     n_docs = 0
     bar = tqdm(desc="tokenising", unit=" docs", disable=not progress)
-    with Pool(workers) if workers > 1 else nullcontext() as pool:
+    init = dict(initializer=_use_tokenizer, initargs=(None if tokenizer is None else str(tokenizer),))
+    with Pool(workers, **init) if workers > 1 else nullcontext() as pool:
         tokenized = pool.imap(_tokenize, docs(), chunksize=16) if pool else map(_tokenize, docs())
         for i, tokens in enumerate(tokenized):
             split = "val" if every and i % every == every - 1 else "train"
@@ -216,8 +232,8 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
                         f"(fewer than one block of {block}); raise --val-fraction or add text")
     meta = {
         "kind": "text",
-        "tokenizer": "gpt2",
-        "vocab_size": VOCAB_SIZE,
+        "tokenizer": tok.name,
+        "vocab_size": tok.vocab_size,
         "dtype": "uint16",
         "block": block,
         "stream": True,
@@ -228,5 +244,27 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
         "column": column,
         "val_fraction": val_fraction,
     }
+    tok.save(out)
     write_json(out / "meta.json", meta)
     return meta
+
+
+def build_tokenizer(sources: list[str], out: str | Path, vocab_size: int = 4096, *, column: str = "text",
+                    hf_split: str = "train", max_docs: int | None = None) -> TextTokenizer:
+    """Learn a byte-level BPE of ``vocab_size`` entries on ``sources`` and write ``out/tokenizer.json``."""
+    if not sources:
+        raise DataError("no sources given")
+
+    def texts() -> Iterator[str]:
+        n = 0
+        for src in sources:
+            for doc in read_source(src, column, hf_split):
+                if max_docs is not None and n >= max_docs:
+                    return
+                n += 1
+                yield doc.text
+
+    tok = train_bpe(texts(), vocab_size)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    tok.save(out)
+    return tok
