@@ -30,6 +30,7 @@ SHAPES = {
     "chess": dict(preset="chess-8l"),  # 8 layers, d 512, ctx 1023, dense 4096, 8 x 2048 top-2
     "lm-small": dict(preset="lm-small"),
     "small": dict(preset="tiny", ctx=128),  # CPU smoke shape
+    "cpu": dict(preset="tiny"),  # the experiment's cpu scale: 4 layers, d 128, ctx 255
 }
 MODELS = ("gelu", "switch", "moex")
 
@@ -61,8 +62,8 @@ def matmul_rate(device: torch.device, n: int | None = None, reps: int = 10) -> f
 
 
 def time_steps(model: GPT, device: torch.device, batch: int, steps: int, warmup: int, compile_: bool,
-               measured_rate: float | None = None) -> dict:
-    opt = make_optimizer(model, TrainConfig(), device)
+               measured_rate: float | None = None, fused: bool | None = None) -> dict:
+    opt = make_optimizer(model, TrainConfig(), device, fused=fused)
     fwd = torch.compile(model) if compile_ else model
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randint(model.cfg.vocab_size, (batch, model.cfg.ctx), generator=g).to(device)
@@ -139,8 +140,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="one variant: compiled (with --dispatch)")
     ap.add_argument("--dispatch", default="auto", choices=["auto", "grouped", "loop"])
-    ap.add_argument("--variants", help="several in one run, e.g. eager-grouped,compiled-grouped,eager-loop "
-                                       "(overrides --compile/--dispatch)")
+    ap.add_argument("--variants", help="several in one run, e.g. eager-grouped,compiled-grouped,eager-loop; "
+                                       "a third part picks AdamW's kernel: eager-auto-fused, eager-auto-foreach "
+                                       "(default: the trainer's choice) (overrides --compile/--dispatch)")
+    ap.add_argument("--threads", type=int, help="torch threads (CPU)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -153,6 +156,8 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
     variants = args.variants.split(",") if args.variants else \
         [f"{'compiled' if args.compile else 'eager'}-{args.dispatch}"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rate = matmul_rate(device)
     print(f"measured matmul rate: {rate / 1e12:.1f} TFLOP/s ({'bf16' if cuda else 'fp32'})", flush=True)
     report = {
@@ -161,13 +166,16 @@ def main() -> None:
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "shape": shape, "batch": batch, "grouped_mm": GROUPED_MM_NAME,
+        "shape": shape, "batch": batch, "grouped_mm": GROUPED_MM_NAME, "threads": torch.get_num_threads(),
         "measured_matmul_tflops": round(rate / 1e12, 2), "variants": {},
     }
     for variant in variants:
-        mode, _, dispatch = variant.partition("-")
-        if mode not in ("eager", "compiled") or dispatch not in ("auto", "grouped", "loop"):
-            raise SystemExit(f"variant {variant!r}: expected eager|compiled-auto|grouped|loop")
+        mode, _, rest = variant.partition("-")
+        dispatch, _, optimizer = rest.partition("-")
+        if mode not in ("eager", "compiled") or dispatch not in ("auto", "grouped", "loop") or \
+                optimizer not in ("", "fused", "foreach"):
+            raise SystemExit(f"variant {variant!r}: expected eager|compiled-auto|grouped|loop[-fused|-foreach]")
+        fused = {"": None, "fused": True, "foreach": False}[optimizer]
         results = {}
         for mlp in args.models.split(","):
             over = {k: v for k, v in shape.items() if k != "preset"}
@@ -175,7 +183,7 @@ def main() -> None:
                 over["moe_dispatch"] = dispatch
             torch.manual_seed(0)
             model = GPT(make_config(shape["preset"], mlp, **over)).to(device)
-            results[mlp] = time_steps(model, device, batch, args.steps, args.warmup, mode == "compiled", rate)
+            results[mlp] = time_steps(model, device, batch, args.steps, args.warmup, mode == "compiled", rate, fused)
             if mlp == "moex":
                 results[mlp].update(router_fraction(model, device, tokens=min(batch * model.cfg.ctx, 32768)))
             print(f"{variant:>16} {mlp:>7}: {json.dumps(results[mlp])}", flush=True)

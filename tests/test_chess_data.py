@@ -46,7 +46,9 @@ def test_import_every_shared_pgn(chess_games_dir):
     reasons = [json.loads(line)["reason"] for line in open(chess_games_dir / "skipped.jsonl")]
     print(f"imported {imported}, skipped {skipped}; reasons: "
           f"{sorted(set(r.split(' (')[0] for r in reasons))}")
-    assert imported == len(games) > 10_000
+    assert imported == len(games) > 10_000 and len(set(games)) == len(games)
+    # a game in two players' collections is imported once
+    assert sum(r.startswith("duplicate (the same transcript as ") for r in reasons) > 50
     assert all(g.startswith(";1.") and len(g) >= 150 for g in games)
     assert all(" 1." not in g for g in games[:100])
 
@@ -122,6 +124,15 @@ def test_csv_import_and_missing_column(tmp_path, capsys):
     assert read_games(out / "games.csv".replace(".csv", ".txt")) == [good, ";1.e4 e5 2.Qh5 Ke7 3.Qxf7+"]  # SAN re-written: not mate
     reasons = [json.loads(line)["reason"] for line in open(out / "skipped.jsonl")]
     assert any("row 4" in r and "Ke3" in r for r in reasons), reasons
+    # the same game twice, in one file and across files: imported once, the copies named
+    (tmp_path / "again.csv").write_text(f"transcript\n{good}\n")
+    rc = main(["data", "chess", "import", str(tmp_path / "games.csv"), str(tmp_path / "again.csv"),
+               "--out", str(out), "--min-chars", "20", "--workers", "1"])
+    assert rc == 0 and read_games(out / "games.txt").count(good) == 1
+    dup = [json.loads(line) for line in open(out / "skipped.jsonl") if "duplicate" in line]
+    assert dup == [{"source": str(tmp_path / "again.csv"), "game": 0,
+                    "reason": f"duplicate (the same transcript as {tmp_path / 'games.csv'} game 0)"}]
+    assert "1 duplicate" in capsys.readouterr().out
 
 
 def test_import_of_nothing_fails_clearly(tmp_path, capsys):

@@ -134,6 +134,16 @@ SCALES: dict[str, Scale] = {
                              "peer": {"n_experts": 64 * 64, "moe_heads": 8, "moe_top_k": 16,
                                       "d_key": 32}},
                   reduced="4-layer d128 backbone, 60 steps, batch 8: a pipeline check"),
+    # The 2-core CPU scale: the Table-1 core rows on models that learn, within 150 minutes on one thread. Shape
+    # from the sweep in results/chess/cpu (legal-move rate per CPU-minute); meant for imported master games
+    # (--games DIR --eval-games FILE); without them it plays `games` Stockfish games first.
+    "cpu": Scale("tiny", games=5000, eval_games=400, nodes=200, steps=1500, up_steps=500, batch_size=16,
+                 sae_steps=2000, sae_width=1024, prefixes=1000,
+                 rows=["gelu", "switch", "moex", "dense-continued", "moex-scratch"],
+                 train=dict(lr=1e-3, min_lr=1e-4, warmup_steps=100, eval_interval=250, eval_batches=20,
+                            log_interval=25),
+                 reduced="4-layer d128 backbone, ctx 255, 1.5k + 0.5k steps of batch 16 (6.1M + 2.0M tokens) "
+                         "instead of 8 layers, d 512, ctx 1023 and 60k steps of batch 100"),
     # One H200 device call of at most 5 minutes per group of rows (benchmarks/gpu/part_b.sh): the paper's
     # shapes, few steps, no compile (one compile per row would eat the call). Sized by estimate (about
     # 60 ms a step at batch 32 x 1023); resize from part A's measured step times.

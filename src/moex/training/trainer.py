@@ -57,13 +57,16 @@ def lr_at(step: int, t: TrainConfig) -> float:
     return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
 
 
-def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (dim >= 2) only."""
+def make_optimizer(model: torch.nn.Module, t: TrainConfig, device: torch.device,
+                   fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (dim >= 2) only; the fused kernel unless ``fused=False``
+    (``benchmarks/train_step.py`` measures both)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=device.type == "cuda")
+    fused = device.type == "cuda" if fused is None else fused
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=fused, foreach=None if fused else True)
 
 
 def flops_per_token(model: GPT) -> float:

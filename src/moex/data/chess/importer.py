@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import multiprocessing
@@ -134,7 +135,8 @@ def import_games(
     inputs: list[str | Path], out_dir: str | Path, min_chars: int = 150, column: str = "transcript",
     workers: int = 1, progress: bool = True,
 ) -> ImportReport:
-    """Write ``out_dir/games.txt`` (one transcript a line, input order) and ``out_dir/skipped.jsonl``."""
+    """Write ``out_dir/games.txt`` (one transcript a line, input order; each distinct transcript once, so
+    held-out splits cannot share a game with training) and ``out_dir/skipped.jsonl``."""
     if min_chars < 0:
         raise MoexError(f"min_chars={min_chars} must be >= 0")
     if workers < 1:
@@ -145,6 +147,7 @@ def import_games(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = ImportReport()
+    seen: dict[bytes, tuple[str, int]] = {}  # a game in two files (e.g. two players' collections) is kept once
     tmp = out_dir / ".games.txt.tmp"
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
@@ -161,6 +164,9 @@ def import_games(
                         report.skip(src, index, f"character {t[bad]!r} at column {bad + 1} not in the vocabulary")
                     elif len(t) < min_chars:
                         report.skip(src, index, f"shorter than {min_chars} characters ({len(t)})")
+                    elif (first := seen.setdefault(hashlib.blake2b(t.encode(), digest_size=16).digest(),
+                                                   (src, index))) != (src, index):
+                        report.skip(src, index, f"duplicate (the same transcript as {first[0]} game {first[1]})")
                     else:
                         out.write(t + "\n")
                         report.imported += 1
