@@ -282,6 +282,12 @@ def test_data_and_runs_carry_the_trained_tokenizer(bpe_run, tmp_path):
     assert row["ppl"] < 512 / 4  # it learned something in 40 steps
     _, tokenize = load_reader(bpe_run / "run")
     assert tokenize("to be or not") == tok.offsets("to be or not")
+    from moex.autointerp.pipeline import text_codec
+    from moex.training.checkpoint import latest_checkpoint
+
+    for where in (bpe_run / "run", latest_checkpoint(bpe_run / "run")):  # a run and one of its checkpoints
+        encode_, decode_one, bos = text_codec(GPT.from_pretrained(where))
+        assert encode_("to be or not") == tok.encode("to be or not") and bos == tok.eot
 
 
 def test_bad_tokenizer_inputs_are_one_line_errors(tmp_path, capsys):

@@ -44,13 +44,14 @@ class AutointerpConfig(Config):
 
 
 def text_codec(model: Any) -> tuple[Any, Any, int | None]:
-    """(encode, decode one token, BOS id) for the model: GPT-2 BPE for moex models, the model's own
-    tokenizer for a Hugging Face directory."""
-    from ..data.text.tokenizer import EOT, decode, encode
+    """(encode, decode one token, BOS id) for the model: for moex models the tokenizer of the run it was read
+    from (its tokenizer.json, else GPT-2 BPE), the model's own tokenizer for a Hugging Face directory."""
+    from ..data.text.tokenizer import load_tokenizer
 
     path = getattr(model, "path", None)
     if path is None:
-        return encode, lambda t: decode([t]), EOT
+        tok = load_tokenizer(getattr(model, "source_dir", None))
+        return tok.encode, lambda t: tok.decode([t]), tok.eot
     from transformers import AutoTokenizer
 
     try:

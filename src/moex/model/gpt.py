@@ -240,6 +240,7 @@ class GPT(nn.Module):
         if missing or unexpected:
             raise ArtifactError(f"{source}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        model.source_dir = path  # where it was read from (a text run's tokenizer.json lives there)
         return model.to(map_location)
 
     def mlp_layers(self) -> list[MLPLayer]:

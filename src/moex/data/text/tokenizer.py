@@ -142,8 +142,10 @@ def train_bpe(texts, vocab_size: int) -> TextTokenizer:
 
 
 def load_tokenizer(directory: str | Path | None) -> TextTokenizer:
-    """The tokenizer of a data or run directory: its ``tokenizer.json``, else GPT-2 BPE."""
+    """The tokenizer of a data or run directory (or a run's checkpoint): its ``tokenizer.json``, else GPT-2 BPE."""
     path = Path(directory) / TOKENIZER_FILE if directory is not None else None
+    if path is not None and not path.is_file() and path.parent.name.startswith("ckpt-"):
+        path = path.parent.parent / TOKENIZER_FILE
     if path is None or not path.is_file():
         return TextTokenizer()
     from tokenizers import Tokenizer
