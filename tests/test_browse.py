@@ -340,7 +340,7 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
 def test_probe_and_expert_explanations_show_on_the_pages(text_runs, tmp_path):
     from conftest import TEXT_DIR
 
-    from moex.analysis.experts import run_experts
+    from moex.analysis.expert_explanations import run_experts
     from moex.analysis.probing import run_probe
 
     class Scripted:  # an explanation, then "yes" for every scored window

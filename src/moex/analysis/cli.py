@@ -49,7 +49,7 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_experts(args: argparse.Namespace) -> None:
-    from .experts import run_experts
+    from .expert_explanations import run_experts
 
     res = run_experts(args.model, args.data, args.layers, args.llm, args.out, window=args.window,
                       max_tokens=args.max_tokens, seed=args.seed)

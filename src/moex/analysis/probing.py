@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, gpt2_offsets, read_conllu, regex_labels
+from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, read_conllu, regex_labels
+from ..data.text.tokenizer import gpt2_offsets
 from ..errors import MoexError
 from ..plotting import pyplot, save_figure
 
@@ -95,8 +96,8 @@ class LayerProbe:
 @torch.no_grad()
 def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...] = KS, min_count: int = 50,
                   seed: int = 42) -> list[LayerProbe]:
-    """k-sparse probes of one concept at ``layers`` of a reader (``interp.hf.HFModel`` or
-    ``interp.experts.MoexReader``)."""
+    """k-sparse probes of one concept at ``layers`` of a reader (``interp.hf_readers.HFModel`` or
+    ``interp.readers.MoexReader``)."""
     out = []
     for layer in layers:
         hf.check_layer(layer)
@@ -138,8 +139,8 @@ def load_reader(path: str | Path, tokenizer: str = "auto") -> tuple[Any, Tokeniz
     tokenizer.json, else GPT-2 BPE) or a Hugging Face model directory (its own fast tokenizer;
     ``tokenizer="gpt2"``: moex's offline GPT-2 BPE)."""
     from ..data.text.tokenizer import load_tokenizer
-    from ..interp.experts import MoexReader
-    from ..interp.hf import load_model_or_reader
+    from ..interp.readers import MoexReader
+    from ..interp.hf_readers import load_model_or_reader
     from ..model.gpt import GPT
 
     loaded = load_model_or_reader(path)

@@ -19,7 +19,7 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
     if not (args.checkpoint and args.data and args.llm and args.out):
         raise MoexError("--checkpoint, --data, --llm and --out are required")
     from ..config import split_settings
-    from ..interp.hf import load_model_or_reader
+    from ..interp.hf_readers import load_model_or_reader
     from .llm import LLMConfig, load_llm
     from .pipeline import AutointerpConfig
 

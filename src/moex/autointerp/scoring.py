@@ -54,10 +54,15 @@ def scoring_mode(llm: LLM, mode: str = "auto") -> str:
 
 
 def detection(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, per_prompt: int = 5,
-              concurrency: int = 4, seed: int = 0, mode: str = "list") -> tuple[list[Answer], Counter]:
-    """Does the feature fire in this window? Test windows (label 1) and non-activating ones (label 0)."""
-    items = [(w, 1, marked_text(w.tokens, decode, np.zeros(len(w.tokens), bool))) for w in ex.test]
-    items += [(w, 0, marked_text(w.tokens, decode, np.zeros(len(w.tokens), bool))) for w in ex.non_activating]
+              concurrency: int = 4, seed: int = 0, mode: str = "list",
+              mark_routed: bool = False) -> tuple[list[Answer], Counter]:
+    """Does the feature fire in this window? Test windows (label 1) and non-activating ones (label 0).
+    ``mark_routed`` (experts, METHODS sec 7): each window marked where its own activations are non-zero, i.e.
+    a held-out window at the tokens routed to this expert, a negative at those routed to its own expert."""
+    def text(w: Window) -> str:
+        return marked_text(w.tokens, decode, np.asarray(w.acts) > 0 if mark_routed else np.zeros(len(w.tokens), bool))
+
+    items = [(w, 1, text(w)) for w in ex.test] + [(w, 0, text(w)) for w in ex.non_activating]
     return _run(llm, items, detection_messages, explanation, per_prompt, concurrency, seed, mode)
 
 

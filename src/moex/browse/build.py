@@ -436,8 +436,8 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
                progress: bool = True, chess_eval: str | Path | None = None) -> dict[str, Any]:
     """Build the site for ``checkpoint`` (a moex run, or a Hugging Face model directory for text) at
     ``site`` of ``layer`` on chess ``games`` or text ``data``; returns what ``site.json`` records."""
-    from ..interp.experts import MoexReader
-    from ..interp.hf import load_model_or_reader
+    from ..interp.readers import MoexReader
+    from ..interp.hf_readers import load_model_or_reader
 
     t0 = time.time()
     cfg = cfg or BrowseConfig()

@@ -173,7 +173,7 @@ class ExpertStats:
 def expert_stats(reader, rows: Sequence[Sequence[int]], layer: int, window: int, vocab: int, top: int = 8,
                  batch: int = 16, progress: bool = True) -> ExpertStats:
     """Routing share, mean active units on routed tokens, top windows by expert-level activation and routed
-    token counts of every expert of MoE ``layer`` (``interp.experts.LayerCapture``)."""
+    token counts of every expert of MoE ``layer`` (``interp.readers.LayerCapture``)."""
     length = max(len(r) for r in rows)
     nw = -(-length // window)
     n_exp = reader.n_experts(layer)

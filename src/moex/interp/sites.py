@@ -104,7 +104,7 @@ def site_for(model: Any, spec: str | Site = "mlp", layer: int | None = None) -> 
     kind); ``layer`` defaults to 3/4 of the depth (an SAE's own layer for ``sae:``). A ``Site`` passes."""
     if isinstance(spec, Site):
         return spec
-    if callable(getattr(model, "site", None)):  # a model family with its own sites (e.g. interp.hf.HFModel)
+    if callable(getattr(model, "site", None)):  # a model family with its own sites (e.g. interp.hf_readers.HFModel)
         return model.site(spec, layer)
     kind, _, arg = spec.partition(":")
     if kind not in _SITES:

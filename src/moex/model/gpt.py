@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..artifacts import CFG_JSON, MODEL_WEIGHTS, ArtifactError, load_safetensors, save_safetensors
 from .config import ModelConfig
-from .hf import is_hf_gpt2, read_hf_gpt2
+from .hf_gpt2 import is_hf_gpt2, read_hf_gpt2
 from .layer import MLPLayer, WideCode, build_mlp
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import MoexError
+from .tokenizer import gpt2_offsets
 
 Tokenize = Callable[[str], tuple[list[int], list[int]]]  # text -> (token ids, start character of each)
 
@@ -99,16 +100,6 @@ def regex_labels(texts: list[str], patterns: dict[str, str]) -> list[LabelledTex
             raise MoexError(f"concept {name!r}: bad regular expression {p!r} ({e})") from None
     return [LabelledText(t, [(m.start(), m.end(), name) for name, rx in compiled.items() for m in rx.finditer(t)
                              if m.end() > m.start()]) for t in texts]
-
-
-def gpt2_offsets(text: str) -> tuple[list[int], list[int]]:
-    """GPT-2 BPE tokens of ``text`` and each one's start character (moex's offline tokenizer)."""
-    from .tokenizer import gpt2_encoding
-
-    enc = gpt2_encoding()
-    ids = enc.encode(text, disallowed_special=())
-    _, starts = enc.decode_with_offsets(ids)
-    return ids, starts
 
 
 def concept_sets(labelled: list[LabelledText], tokenize: Tokenize = gpt2_offsets, concepts: list[str] | None = None,

@@ -85,6 +85,14 @@ def decode(tokens: list[int]) -> str:
     return gpt2_encoding().decode(tokens)
 
 
+def gpt2_offsets(text: str) -> tuple[list[int], list[int]]:
+    """GPT-2 BPE tokens of ``text`` and each one's start character (moex's offline tokenizer)."""
+    enc = gpt2_encoding()
+    ids = enc.encode(text, disallowed_special=())
+    _, starts = enc.decode_with_offsets(ids)
+    return ids, starts
+
+
 TOKENIZER_FILE = "tokenizer.json"
 EOT_TEXT = "<|endoftext|>"
 
@@ -113,8 +121,6 @@ class TextTokenizer:
     def offsets(self, text: str) -> tuple[list[int], list[int]]:
         """Tokens of ``text`` and each one's start character."""
         if self.bpe is None:
-            from .concepts import gpt2_offsets
-
             return gpt2_offsets(text)
         enc = self.bpe.encode(text, add_special_tokens=False)
         return enc.ids, [a for a, _ in enc.offsets]

@@ -22,7 +22,7 @@ from ..autointerp.metrics import binary_metrics
 from ..autointerp.prompts import explainer_messages, read_explanation
 from ..autointerp.scoring import detection, scoring_mode
 from ..errors import MoexError
-from ..interp.experts import top_windows
+from ..interp.readers import top_windows
 from ..plotting import pyplot, save_figure
 
 
@@ -53,7 +53,7 @@ def explain_experts(reader: Any, documents: list[list[int]], layer: int, llm: An
         explanation = read_explanation(reply)
         ex = FeatureExamples(e, explain, heldout, negatives)
         answers, failures = detection(llm, explanation, ex, decode, per_prompt=n_heldout + n_negative,
-                                      concurrency=1, seed=seed, mode=mode)
+                                      concurrency=1, seed=seed, mode=mode, mark_routed=True)
         m = binary_metrics(answers)
         experts.append({"expert": e, "explanation": explanation, "precision": m["precision"], "recall": m["recall"],
                         "f1": m["f1"], "answered": m["n"], "failed": m["failed"], "failures": dict(failures),
@@ -70,8 +70,8 @@ def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec:
     blocks of a text data directory), explain every expert of ``layers``, write JSON and Markdown."""
     from ..autointerp.llm import load_llm
     from ..autointerp.pipeline import text_codec
-    from ..interp.experts import MoexReader
-    from ..interp.hf import load_model_or_reader
+    from ..interp.readers import MoexReader
+    from ..interp.hf_readers import load_model_or_reader
     from ..interp.sites import model_fingerprint
 
     loaded = load_model_or_reader(model)

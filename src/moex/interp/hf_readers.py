@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MoexError
-from .experts import FusedExperts, LayerCapture, Reader
+from .readers import FusedExperts, LayerCapture, Reader
 
 FUSED_MOE = ("OlmoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "MixtralForCausalLM",
              "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "GraniteMoeForCausalLM")
@@ -70,6 +70,7 @@ class HFModel(Reader):
                                       "fused experts layout")
         self.layers = decoder_layers(model)
         self.kinds = [self._kind(i) for i in range(len(self.layers))]
+        self.checked: set[int] = set()  # MoE layers whose reading has checked itself
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", **kw: Any) -> "HFModel":
@@ -131,8 +132,12 @@ class HFModel(Reader):
         args = list(seen["args"]) + [seen["kwargs"][k] for k in ("hidden_states", "top_k_index", "top_k_weights")
                                      if k in seen["kwargs"]]
         x, index, weights = args[:3]
-        return LayerCapture("moe", out, x=x.reshape(-1, x.shape[-1]), top_k_index=index, top_k_weights=weights,
-                            experts=FusedExperts(self._hook_target(layer)))
+        cap = LayerCapture("moe", out, x=x.reshape(-1, x.shape[-1]), top_k_index=index, top_k_weights=weights,
+                           experts=FusedExperts(self._hook_target(layer)))
+        if layer not in self.checked:  # the first reading of each layer checks itself
+            cap.check(self.name, layer, rtol=1e-4 if out.dtype == torch.float32 else 2e-2)
+            self.checked.add(layer)
+        return cap
 
     def width(self, layer: int) -> int:
         """Features of the ``mlp`` site: hidden units, or experts x units per expert."""

@@ -1,6 +1,6 @@
 """One reading of an MLP layer for the expert-level analysis, whatever model it comes from.
 
-A reader (``interp.hf.HFModel`` for Hugging Face models, ``MoexReader`` for ours) runs a model on token
+A reader (``interp.hf_readers.HFModel`` for Hugging Face models, ``MoexReader`` for ours) runs a model on token
 ids and returns a ``LayerCapture`` of one layer: a dense MLP's hidden units, or an MoE's input x, its
 top-k expert indices and weights and its (routed) output, with the expert weights to recompute each
 expert's hidden units on the tokens routed to it. Expert-level activation (METHODS sec 7): router weight
@@ -38,7 +38,11 @@ class FusedExperts:
         self.n_experts, self.units_per_expert = module.gate_up_proj.shape[0], module.down_proj.shape[2]
 
     def units(self, e: int, x: Tensor) -> Tensor:
-        gate, up = F.linear(x, self.module.gate_up_proj[e]).chunk(2, dim=-1)
+        gate_up = F.linear(x, self.module.gate_up_proj[e])
+        apply_gate = getattr(self.module, "_apply_gate", None)
+        if apply_gate is not None:  # the class's own activation: clamped (DeepSeek-V4), two-argument (Inkling2)
+            return apply_gate(gate_up)
+        gate, up = gate_up.chunk(2, dim=-1)
         return self.module.act_fn(gate) * up
 
     def down(self, e: int, units: Tensor) -> Tensor:
@@ -75,15 +79,14 @@ class LayerCapture:
     def n_experts(self) -> int:
         return self.experts.n_experts
 
-    def expert_tokens(self, e: int) -> tuple[Tensor, Tensor]:
-        """(token indices, their top-k slot) routed to expert ``e``."""
-        token, slot = torch.where(self.top_k_index == e)
-        return token, slot
+    def expert_tokens(self, e: int) -> Tensor:
+        """Indices of the tokens routed to expert ``e``, each once (a token routed to it in two slots too)."""
+        return torch.where((self.top_k_index == e).any(dim=1))[0]
 
     def expert_units(self, e: int) -> tuple[Tensor, Tensor]:
         """(token indices, hidden units (n_e, I)) of expert ``e`` on the tokens routed to it (not multiplied
         by the router weight)."""
-        token, _ = self.expert_tokens(e)
+        token = self.expert_tokens(e)
         return token, self.experts.units(e, self.x[token])
 
     def expert_output(self, e: int) -> tuple[Tensor, Tensor]:
@@ -92,10 +95,31 @@ class LayerCapture:
         return token, self.experts.down(e, units)
 
     def router_weights(self) -> Tensor:
-        """(N, n_experts): each token's router weight per expert, 0 where not routed."""
+        """(N, n_experts): each token's router weight per expert (summed over the slots that chose it, as the
+        layer sums their outputs), 0 where not routed."""
         w = torch.zeros(self.x.shape[0], self.n_experts + 1, dtype=self.top_k_weights.dtype, device=self.x.device)
-        w.scatter_(1, self.top_k_index.clamp(max=self.n_experts), self.top_k_weights)
+        w.scatter_add_(1, self.top_k_index.clamp(max=self.n_experts), self.top_k_weights)
         return w[:, :-1]
+
+    def routed_output(self) -> Tensor:
+        """(N, d): sum over experts of router weight x expert output, recomputed from the expert weights: equal
+        to ``output`` when the reading is right (``check``)."""
+        out = torch.zeros_like(self.output, dtype=torch.float32)
+        w = self.router_weights()
+        for e in range(self.n_experts):
+            token, y = self.expert_output(e)
+            out.index_add_(0, token, (y.float() * w[token, e, None].float()))
+        return out
+
+    def check(self, name: str, layer: int, rtol: float = 1e-4) -> None:
+        """Raise unless the recomputed routed output equals the layer's own (relative to its scale): a class
+        whose experts compute something else (a clamp, another activation) is not read silently wrong."""
+        ref = self.output.float()
+        err = (self.routed_output() - ref).abs().max().item()
+        scale = ref.abs().max().item()
+        if not err <= rtol * max(scale, 1e-6):
+            raise MoexError(f"{name}: layer {layer}'s experts do not compute what moex recomputes from their weights "
+                            f"(max difference {err:.3g} on outputs up to {scale:.3g}); this class cannot be read yet")
 
     def wide_code(self) -> Tensor:
         """(N, n_experts * I): the MoE read as one wide MLP, block e = router weight x expert e's units (zero
@@ -161,7 +185,7 @@ class Reader:
 
 
 class MoexReader(Reader):
-    """A moex ``GPT`` read like ``interp.hf.HFModel``: its MoE layers (Switch, MoE-X) by expert, its
+    """A moex ``GPT`` read like ``interp.hf_readers.HFModel``: its MoE layers (Switch, MoE-X) by expert, its
     other MLPs by their wide-sparse code."""
 
     def __init__(self, model: GPT):
