@@ -136,6 +136,22 @@ def test_probe_a_tiny_olmoe_and_count_skipped_experts():
     assert lp_all.skipped == [0, 1, 2, 3] and lp_all.best(1) is None
 
 
+def test_concepts_sharing_their_texts_probe_as_each_alone():
+    """probe_concepts captures each text once for all concepts; every concept's probes equal its own run."""
+    from moex.analysis.probing import probe_concepts
+
+    hf = tiny_olmoe()
+    rng = np.random.default_rng(1)
+    docs = ["".join(rng.choice(list("abc57"), 40)) for _ in range(60)]
+    sets = concept_sets(regex_labels(docs, {"five": r"5", "seven": r"7", "ab": r"ab"}),
+                        lambda s: ([ord(c) % 60 for c in s], list(range(len(s)))), max_tokens=600)
+    shared = probe_concepts(hf, sets, layers=[0, 1], ks=(1, 4), min_count=10)
+    for name, cs in sets.items():
+        alone = probe_concept(hf, cs, layers=[0, 1], ks=(1, 4), min_count=10)
+        assert [(p.skipped, {e: r["f1"] for e, r in p.experts.items()}) for p in shared[name]] == \
+            [(p.skipped, {e: r["f1"] for e, r in p.experts.items()}) for p in alone]
+
+
 def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
     from conftest import TEXT_DIR
 

@@ -94,44 +94,68 @@ class LayerProbe:
 
 
 @torch.no_grad()
-def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...] = KS, min_count: int = 50,
-                  seed: int = 42) -> list[LayerProbe]:
-    """k-sparse probes of one concept at ``layers`` of a reader (``interp.hf_readers.HFModel`` or
-    ``interp.readers.MoexReader``)."""
-    out = []
+def probe_concepts(hf, concepts: dict[str, ConceptSet], layers: list[int], ks: tuple[int, ...] = KS,
+                   min_count: int = 50, seed: int = 42, progress: bool = False) -> dict[str, list[LayerProbe]]:
+    """k-sparse probes of every concept at ``layers`` of a reader (``interp.hf_readers.HFModel`` or
+    ``interp.readers.MoexReader``). Concepts labelled on the same texts (the part-of-speech tags of one
+    treebank) share one capture per text and layer."""
+    from tqdm import tqdm
+
+    users: dict[tuple[int, ...], list[tuple[str, int]]] = {}  # a text's token ids -> (concept, its index there)
+    for name, cs in concepts.items():
+        for i, ids in enumerate(cs.tokens):
+            users.setdefault(tuple(ids), []).append((name, i))
+    out: dict[str, list[LayerProbe]] = {name: [] for name in concepts}
     for layer in layers:
         hf.check_layer(layer)
-        dense_x, labels, expert_x = [], [], {}
-        for ids, pos, neg in zip(concept.tokens, concept.positives, concept.negatives):
+        # concept -> {text index: (rows, labels)}, and per expert: rows are put together in each concept's text
+        # order, so the probes (their split) are those of the concept alone
+        dense: dict[str, dict[int, tuple]] = {name: {} for name in concepts}
+        expert: dict[str, dict[int, dict[int, tuple]]] = {name: {} for name in concepts}
+        for ids, uses in tqdm(users.items(), desc=f"layer {layer}", unit=" texts", disable=not progress):
             cap = hf.capture(torch.tensor([ids]), layer)
-            lab = {p: 1 for p in pos} | {n: 0 for n in neg}
-            if cap.kind == "dense":
-                rows = sorted(lab)
-                dense_x.append(cap.hidden[rows].float().cpu().numpy())
-                labels += [lab[r] for r in rows]
-                continue
-            for e in range(cap.n_experts):
-                token, units = cap.expert_units(e)
-                keep = [(i, t) for i, t in enumerate(token.tolist()) if t in lab]
-                if keep:
-                    xs, ys = expert_x.setdefault(e, ([], []))
-                    xs.append(units[[i for i, _ in keep]].float().cpu().numpy())
-                    ys += [lab[t] for _, t in keep]
-        lp = LayerProbe(layer, hf.kinds[layer])
-        if lp.kind == "dense":
-            y = np.asarray(labels)
-            if min((y == 1).sum(), (y == 0).sum()) >= min_count:
-                lp.dense = k_sparse_probe(np.concatenate(dense_x), y, ks, seed)
-        else:
-            for e in range(hf.n_experts(layer)):
-                xs, ys = expert_x.get(e, ([], []))
-                y = np.asarray(ys)
-                if len(y) == 0 or min((y == 1).sum(), (y == 0).sum()) < min_count:
-                    lp.skipped.append(e)
+            per_expert = [cap.expert_units(e) for e in range(cap.n_experts)] if cap.kind == "moe" else []
+            for name, i in uses:
+                cs = concepts[name]
+                lab = {p: 1 for p in cs.positives[i]} | {n: 0 for n in cs.negatives[i]}
+                if cap.kind == "dense":
+                    rows = sorted(lab)
+                    dense[name][i] = (cap.hidden[rows].float().cpu().numpy(), [lab[r] for r in rows])
                     continue
-                lp.experts[e] = k_sparse_probe(np.concatenate(xs), y, ks, seed)
-        out.append(lp)
+                for e, (token, units) in enumerate(per_expert):
+                    keep = [(j, t) for j, t in enumerate(token.tolist()) if t in lab]
+                    if keep:
+                        expert[name].setdefault(e, {})[i] = (units[[j for j, _ in keep]].float().cpu().numpy(),
+                                                             [lab[t] for _, t in keep])
+        for name in concepts:
+            lp = LayerProbe(layer, hf.kinds[layer])
+            if lp.kind == "dense":
+                x, y = _in_text_order(dense[name])
+                if len(y) and min((y == 1).sum(), (y == 0).sum()) >= min_count:
+                    lp.dense = k_sparse_probe(x, y, ks, seed)
+            else:
+                for e in range(hf.n_experts(layer)):
+                    x, y = _in_text_order(expert[name].get(e, {}))
+                    if len(y) == 0 or min((y == 1).sum(), (y == 0).sum()) < min_count:
+                        lp.skipped.append(e)
+                        continue
+                    lp.experts[e] = k_sparse_probe(x, y, ks, seed)
+            out[name].append(lp)
     return out
+
+
+def _in_text_order(blocks: dict[int, tuple]) -> tuple[np.ndarray | None, np.ndarray]:
+    """(rows, labels) of {text index: (rows, labels)}, concatenated in text order."""
+    if not blocks:
+        return None, np.zeros(0, dtype=np.int64)
+    order = sorted(blocks)
+    return np.concatenate([blocks[i][0] for i in order]), np.asarray([v for i in order for v in blocks[i][1]])
+
+
+def probe_concept(hf, concept: ConceptSet, layers: list[int], ks: tuple[int, ...] = KS, min_count: int = 50,
+                  seed: int = 42) -> list[LayerProbe]:
+    """k-sparse probes of one concept at ``layers`` (``probe_concepts`` with one concept)."""
+    return probe_concepts(hf, {concept.name: concept}, layers, ks, min_count, seed)[concept.name]
 
 
 def load_reader(path: str | Path, tokenizer: str = "auto") -> tuple[Any, Tokenize]:
@@ -190,8 +214,8 @@ def run_probe(model: str | Path, out: str | Path, conllu: list[str] = (), regex:
     results: dict[str, Any] = {"model": str(model), "fingerprint": model_fingerprint(reader),
                                "reader": reader.name, "ks": list(ks), "min_count": min_count,
                                "layers": layers, "kinds": [reader.kinds[i] for i in layers], "concepts": {}}
-    for name, cs in sets.items():
-        probes = probe_concept(reader, cs, layers, ks, min_count, seed)
+    for name, probes in probe_concepts(reader, sets, layers, ks, min_count, seed, progress=True).items():
+        cs = sets[name]
         results["concepts"][name] = {
             "positives": cs.n_positive, "negatives": cs.n_negative,
             "layers": [{"layer": p.layer, "kind": p.kind, "best": {k: p.best(k) for k in ks},
