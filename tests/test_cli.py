@@ -2,6 +2,7 @@
 option, every command's help (an example, every option described) and refused old flag forms."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -125,3 +126,42 @@ def test_missing_checkpoints_and_outputs_that_are_files_are_one_line_errors(tmp_
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("moex: error:") and message in err[0], (argv, err)
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_errors(tmp_path, capsys):
+    """Negative or zero sizes, outputs that are files, a binary input and a broken engine: one `moex: error:`
+    line naming the thing, exit 2, nothing written."""
+    from conftest import TEXT_DIR
+
+    games = tmp_path / "games.txt"
+    games.write_text(";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6\n;1.d4 d5 2.c4 e6\n")
+    pgn = tmp_path / "g.pgn"
+    pgn.write_text('[Event "x"]\n\n1. e4 e5 2. Nf3 Nc6 1-0\n')
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    afile, text = str(tmp_path / "afile"), str(TEXT_DIR / "tiny-shakespeare.txt")
+    cases = [
+        (["data", "chess", "import", str(pgn), "--out", afile], "afile"),
+        (["data", "chess", "import", str(pgn), "--out", str(tmp_path / "i"), "--min-chars", "-5"], "min_chars=-5"),
+        (["data", "chess", "import", str(pgn), "--out", str(tmp_path / "i"), "--workers", "-3"], "workers=-3"),
+        (["data", "chess", "generate", "--games", "-5", "--out", str(tmp_path / "g")], "-5"),
+        (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "engine=stockfish",
+          "stockfish_path=/nonexistent"], "/nonexistent"),
+        (["data", "chess", "build", str(games), "--out", str(tmp_path / "b"), "--block", "0"], "block"),
+        (["data", "chess", "build", str(tmp_path / "binary.txt"), "--out", str(tmp_path / "b")], "binary.txt"),
+        (["data", "chess", "build", str(games), "--out", afile, "--block", "16"], "afile"),
+        (["data", "text", "build", text, "--out", afile], "afile"),
+        (["data", "text", "build", str(tmp_path / "binary.txt"), "--out", str(tmp_path / "t")], "binary.txt"),
+        (["data", "text", "tokenizer", text, "--out", afile], "afile"),
+        (["data", "text", "tokenizer", text, "--out", str(tmp_path / "k"), "--vocab-size", "0"], "vocab_size=0"),
+        (["train", "--preset", "tiny", "--mlp", "gelu", "--data", str(tmp_path / "nodata"), "--out",
+          str(tmp_path / "r")], "nodata"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        lines = capsys.readouterr().err.strip().splitlines()
+        err = [line for line in lines if line.startswith("moex:") or not re.search(r"docs/s|games/s|it/s", line)]
+        assert len(err) == 1 and err[0].startswith("moex: error:") and message in err[0], (argv, lines)
+    assert (tmp_path / "afile").read_text() == "mine"
+    for name in ("i", "g", "b", "t", "k", "r"):
+        assert not (tmp_path / name).exists() or not any((tmp_path / name).iterdir()), name

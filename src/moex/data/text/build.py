@@ -208,16 +208,15 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
 
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     n_docs = 0
-    bar = tqdm(desc="tokenising", unit=" docs", disable=not progress)
     init = dict(initializer=_use_tokenizer, initargs=(None if tokenizer is None else str(tokenizer),))
-    with Pool(workers, **init) if workers > 1 else nullcontext() as pool:
+    with tqdm(desc="tokenising", unit=" docs", disable=not progress) as bar, \
+            Pool(workers, **init) if workers > 1 else nullcontext() as pool:  # the bar ends its line on an error
         tokenized = pool.imap(_tokenize, docs(), chunksize=16) if pool else map(_tokenize, docs())
         for i, tokens in enumerate(tokenized):
             split = "val" if every and i % every == every - 1 else "train"
             writers[split].add(tokens)
             n_docs += 1
             bar.update()
-    bar.close()
     train, val = writers["train"], writers["val"]
     if every and val.n_tokens == 0 and not train.files and train.n_tokens:
         # fewer documents than 1/val_fraction (e.g. one text file): hold out the stream's tail instead
