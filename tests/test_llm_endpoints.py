@@ -146,3 +146,6 @@ def test_a_feature_with_no_readable_answer_is_not_scored(tmp_path):
     assert s["features_scored"] == 1 and s["per_feature"][0]["detection_accuracy"] is None
     assert s["detection"]["accuracy"] is None and s["detection"]["failed"] > 0
     assert "not scored (" in format_summary(s) and "0.000" not in format_summary(s).split("| feature |")[1]
+    # the token baseline needs no LLM: it is scored on the same windows whatever the endpoint replied
+    assert s["token_baseline"]["detection"]["n"] == s["detection"]["failed"]
+    assert "| detection, token baseline (no LLM) |" in format_summary(s)

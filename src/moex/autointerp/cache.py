@@ -76,6 +76,15 @@ class ActivationCache:
             np.add.at(nonzero, w, 1)
         return maxima, nonzero
 
+    def token_counts(self) -> np.ndarray:
+        """How often each token id occurs in the cached rows (the corpus the token baseline compares with)."""
+        counts = np.zeros(1, dtype=np.int64)
+        for p in self.chunks():
+            c = np.bincount(np.load(p)["tokens"].ravel())
+            counts = np.pad(counts, (0, max(0, len(c) - len(counts))))
+            counts[:len(c)] += c
+        return counts
+
     def load_windows(self, feature: int, indices: np.ndarray, window: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and activations (len(indices), window) of the chosen windows only."""
         j = self.features.index(feature)

@@ -21,6 +21,7 @@ from .examples import sample_from_stats
 from .metrics import binary_metrics, decile_table, format_accuracy
 from .prompts import explainer_messages, has_explanation, read_explanation
 from .scoring import detection, fuzzing, scoring_mode
+from .token_baseline import token_baseline
 
 
 @dataclass
@@ -181,7 +182,8 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     cache = cache_activations(s, rows, feature_ids, out / "cache", rule=rule, device=device, progress=progress)
     mode = scoring_mode(llm, cfg.scorer)
     tok_text = decode_one
-    results, skipped, all_det, all_fuzz = [], {}, [], []
+    results, skipped, all_det, all_fuzz, base_det, base_fuzz = [], {}, [], [], [], []
+    background = cache.token_counts()
     stats = {f: cache.window_stats(f, cfg.window) for f in feature_ids}
     tops = {f: top_tokens(cache, f, stats[f][0], cfg.window) for f in feature_ids} if cfg.similar_negatives else {}
     for f in feature_ids:
@@ -199,11 +201,15 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
         fuz, fuz_fail = fuzzing(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
         all_det += det
         all_fuzz += fuz
+        base = token_baseline(ex, background, cfg.seed)
+        base_det += base["detection"]
+        base_fuzz += base["fuzzing"]
         rec = {"feature": f, "explanation": explanation, "explainer_reply": reply, "balanced": ex.balanced,
                "explanation_in_format": has_explanation(reply),
                "detection": {**binary_metrics(det), "failures": dict(det_fail),
                              "deciles": decile_table(det, cfg.n_deciles)},
                "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
+               "token_baseline": {**base["scores"], "explanation": base["explanation"].text(tok_text)},
                "examples": {"explain": [w.index for w in ex.explain], "test": [[w.index, w.decile] for w in ex.test],
                             "non_activating": [w.index for w in ex.non_activating if w.decile != -2],
                             "similar_negatives": [w.index for w in ex.non_activating if w.decile == -2],
@@ -219,8 +225,11 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                "explanations_out_of_format": sum(not r["explanation_in_format"] for r in results),
                "detection": {**binary_metrics(all_det), "deciles": decile_table(all_det, cfg.n_deciles)},
                "fuzzing": binary_metrics(all_fuzz),
+               "token_baseline": {"detection": binary_metrics(base_det), "fuzzing": binary_metrics(base_fuzz)},
                "per_feature": [{"feature": r["feature"], "explanation": r["explanation"],
                                 "detection_accuracy": r["detection"]["accuracy"],
+                                "token_explanation": r["token_baseline"]["explanation"],
+                                "token_detection_accuracy": r["token_baseline"]["detection"]["accuracy"],
                                 "fuzzing_accuracy": r["fuzzing"]["accuracy"],
                                 "detection_failed": r["detection"]["failed"], "fuzzing_failed": r["fuzzing"]["failed"],
                                 "balanced": bool(r["balanced"]),
@@ -241,7 +250,11 @@ def format_summary(s: dict[str, Any]) -> str:
              "last line taken instead).\n",
              "| scorer | accuracy (95% CI) | balanced acc. | precision | recall | F1 | AUC | answered | failed |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, m in (("detection", d), ("fuzzing", fz)):
+    base = s.get("token_baseline", {})
+    for name, m in (("detection", d), ("fuzzing", fz), ("detection, token baseline (no LLM)", base.get("detection")),
+                    ("fuzzing, token baseline (no LLM)", base.get("fuzzing"))):
+        if m is None:
+            continue
         lo, hi = m["accuracy_ci95"]
         acc = format_accuracy(m) + (f" ({lo:.3f}-{hi:.3f})" if m["accuracy"] is not None else "")
         lines.append(f"| {name} | {acc} | {m['balanced_accuracy']:.3f} | "
@@ -252,12 +265,15 @@ def format_summary(s: dict[str, Any]) -> str:
     for k, r in d["deciles"].items():
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         lines.append(f"| {k} | {r['n']} | {acc} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['failed']} |")
-    lines += ["", "| feature | explanation | detection | fuzzing | failed |", "|---|---|---|---|---|"]
+    lines += ["", "| feature | explanation | detection | fuzzing | failed | token baseline | its detection |",
+              "|---|---|---|---|---|---|---|"]
     for p in s["per_feature"]:
         det, fuz = ({"accuracy": p[f"{k}_accuracy"], "failed": p.get(f"{k}_failed", 0)} for k in ("detection", "fuzzing"))
+        base_acc = p.get("token_detection_accuracy")
         lines.append(f"| {p['feature']}{'*' if p.get('balanced') else ''} | {p['explanation'][:80]} | "
                      f"{format_accuracy(det)} | {format_accuracy(fuz)} | "
-                     f"{p['failed']} |")
+                     f"{p['failed']} | {p.get('token_explanation', '-')[:60]} | "
+                     f"{'-' if base_acc is None else f'{base_acc:.3f}'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -68,14 +68,20 @@ def detection(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, p
 
 def fuzzing(llm: LLM, explanation: str, ex: FeatureExamples, decode: Decode, per_prompt: int = 5,
             concurrency: int = 4, seed: int = 0, mode: str = "list") -> tuple[list[Answer], Counter]:
-    """Are the marked tokens the activating ones? Test windows marked where the feature fires (label 1);
-    non-activating windows marked at as many random tokens as a test window has on average (label 0)."""
+    """Are the marked tokens the activating ones? (``fuzzing_marks``)"""
+    items = [(w, label, marked_text(w.tokens, decode, m)) for w, label, m in fuzzing_marks(ex, seed)]
+    return _run(llm, items, fuzzing_messages, explanation, per_prompt, concurrency, seed, mode)
+
+
+def fuzzing_marks(ex: FeatureExamples, seed: int = 0) -> list[tuple[Window, int, np.ndarray]]:
+    """The fuzzing examples: test windows marked where the feature fires (label 1); non-activating windows
+    marked at as many random tokens as a test window has on average (label 0)."""
     rng = np.random.default_rng([seed, ex.feature])
     masks = [activation_mask(w.acts) for w in ex.test]
     n_marked = max(1, int(round(np.mean([m.sum() for m in masks])))) if masks else 1
-    items = [(w, 1, marked_text(w.tokens, decode, m)) for w, m in zip(ex.test, masks)]
+    items = [(w, 1, m) for w, m in zip(ex.test, masks)]
     for w in ex.non_activating:
         m = np.zeros(len(w.tokens), bool)
         m[rng.choice(len(w.tokens), size=min(n_marked, len(w.tokens)), replace=False)] = True
-        items.append((w, 0, marked_text(w.tokens, decode, m)))
-    return _run(llm, items, fuzzing_messages, explanation, per_prompt, concurrency, seed, mode)
+        items.append((w, 0, m))
+    return items
