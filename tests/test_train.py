@@ -207,3 +207,18 @@ def test_chess_evaluation_during_training(chess_blocks_dir, chess_games_dir, tmp
     assert chess[-1]["chess_reconstruction"] == pytest.approx(final["reconstruction"], abs=1e-6)
     with pytest.raises(ConfigError, match="eval_chess_games"):
         TrainConfig(eval_chess_every=2)
+
+
+@pytest.mark.slow
+def test_compiled_cpu_training_follows_eager(chess_blocks_dir, tmp_path):
+    """The cpu scale compiles its step: on the CPU, a compiled MoE-X run logs the eager run's losses."""
+    from moex import make_config
+
+    losses = {}
+    for compiled in (False, True):
+        run = tmp_path / f"compiled-{compiled}"
+        train(run, make_config("tiny", "moex", n_layer=2), TrainConfig(
+            max_steps=6, batch_size=4, data=str(chess_blocks_dir), compile=compiled, log_interval=1, eval_interval=6,
+            eval_batches=2, device="cpu", seed=0, warmup_steps=1), progress=False)
+        losses[compiled] = [json.loads(line)["train_loss"] for line in open(run / "metrics.jsonl")]
+    assert len(losses[True]) == 6 and np.allclose(losses[True], losses[False], rtol=2e-3), losses
