@@ -25,7 +25,7 @@ class Server:
     """A chat-completions server on localhost whose reply is ``respond(n)`` for the n-th request (bytes, or
     None to say nothing and hang up after ``hang`` seconds)."""
 
-    def __init__(self, respond, raw: bool = False, hang: float = 0.0):
+    def __init__(self, respond, raw: bool = False, hang: float = 0.0, port: int = 0):
         self.calls = 0
         outer = self
 
@@ -49,7 +49,7 @@ class Server:
             def log_message(self, *a):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -58,6 +58,7 @@ class Server:
 
     def __exit__(self, *exc):
         self.httpd.shutdown()
+        self.httpd.server_close()
         self.httpd.server_close()
 
 
@@ -149,3 +150,33 @@ def test_a_feature_with_no_readable_answer_is_not_scored(tmp_path):
     # the token baseline needs no LLM: it is scored on the same windows whatever the endpoint replied
     assert s["token_baseline"]["detection"]["n"] == s["detection"]["failed"]
     assert "| detection, token baseline (no LLM) |" in format_summary(s)
+
+
+def test_a_run_stopped_by_a_failing_endpoint_continues_where_it_stopped(tmp_path):
+    """The endpoint answers the first feature's requests, then only garbage: the run stops with one error and the
+    finished feature kept; rerun against the endpoint (back up, same URL), it reads that feature back and asks
+    only for the other."""
+    pytest.importorskip("tiktoken")
+    import torch
+
+    from moex import GPT, MoexError, make_config
+    from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
+
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny-lm", "moex", n_layer=1, ctx=64))
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. a dog ran far away. " * 200)
+    cfg = AutointerpConfig(window=16, n_explain=4, per_decile=1, n_deciles=2, n_negative=4, scorer="list")
+    reply = ok_body("[EXPLANATION]: the word cat\n[1, 1, 0, 0, 1]")
+    with Server(lambda n: reply if n <= 5 else b"not json") as down:
+        llm = load_llm(f"openai:{down.url}:m", cache_dir=tmp_path / "cache", cfg=FAST)
+        with pytest.raises(MoexError):
+            run_autointerp(model, [str(tmp_path / "t.txt")], tmp_path / "o", llm, layer=0, feature_ids=[3, 5],
+                           cfg=cfg, progress=False)
+        port = down.httpd.server_port
+    assert (tmp_path / "o" / "features" / "3.json").exists() and not (tmp_path / "o" / "features" / "5.json").exists()
+    with Server(lambda n: reply, port=port) as up:
+        llm = load_llm(f"openai:{up.url}:m", cache_dir=tmp_path / "cache", cfg=FAST)
+        s = run_autointerp(model, [str(tmp_path / "t.txt")], tmp_path / "o", llm, layer=0, feature_ids=[3, 5],
+                           cfg=cfg, progress=False)
+    assert s["features_scored"] == 2 and s["features_resumed"] == 1 and up.calls == 5
+    assert s["detection"]["n"] + s["detection"]["failed"] == 2 * 6

@@ -12,13 +12,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..artifacts import read_output, write_json
+from ..artifacts import read_json, read_output, write_json
 from ..config import Config
 from ..errors import MoexError
 from ..plotting import pyplot, save_figure
 from .cache import cache_activations, iter_rows
 from .examples import sample_from_stats
-from .metrics import binary_metrics, decile_table, format_accuracy
+from .metrics import Answer, binary_metrics, decile_table, format_accuracy
 from .prompts import explainer_messages, has_explanation, read_explanation
 from .scoring import detection, fuzzing, scoring_mode
 from .token_baseline import token_baseline
@@ -186,7 +186,22 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     background = cache.token_counts()
     stats = {f: cache.window_stats(f, cfg.window) for f in feature_ids}
     tops = {f: top_tokens(cache, f, stats[f][0], cfg.window) for f in feature_ids} if cfg.similar_negatives else {}
+    # a feature already scored by this model, LLM, site and settings is read back, not asked again: a run that
+    # stopped (an endpoint down after its retries, Ctrl-C) continues where it was
+    run_key = {"fingerprint": model_fingerprint(model), "llm": getattr(llm, "name", type(llm).__name__),
+               "site": s.name, "layer": s.layer, "rule": rule, "scorer": mode, "config": asdict(cfg)}
+    resumed = 0
     for f in feature_ids:
+        done = out / "features" / f"{f}.json"
+        if done.exists() and (rec := read_json(done)).get("run") == run_key and "answers" in rec:
+            answers = {k: [Answer(*a) for a in v] for k, v in rec["answers"].items()}
+            all_det += answers["detection"]
+            all_fuzz += answers["fuzzing"]
+            base_det += answers["token_detection"]
+            base_fuzz += answers["token_fuzzing"]
+            results.append(rec)
+            resumed += 1
+            continue
         maxima, nonzero = stats[f]
         ex = sample_from_stats(f, maxima, nonzero, lambda idx, f=f: cache.load_windows(f, idx, cfg.window),
                                cfg.n_explain, cfg.per_decile, cfg.n_deciles, cfg.n_negative, seed=cfg.seed)
@@ -210,6 +225,10 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                              "deciles": decile_table(det, cfg.n_deciles)},
                "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
                "token_baseline": {**base["scores"], "explanation": base["explanation"].text(tok_text)},
+               "run": run_key,
+               "answers": {k: [[a.label, a.decile, a.prediction, a.probability] for a in v]
+                           for k, v in (("detection", det), ("fuzzing", fuz), ("token_detection", base["detection"]),
+                                        ("token_fuzzing", base["fuzzing"]))},
                "examples": {"explain": [w.index for w in ex.explain], "test": [[w.index, w.decile] for w in ex.test],
                             "non_activating": [w.index for w in ex.non_activating if w.decile != -2],
                             "similar_negatives": [w.index for w in ex.non_activating if w.decile == -2],
@@ -220,7 +239,8 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                "site": s.name, "layer": s.layer, "width": s.width,
                "llm": getattr(llm, "name", type(llm).__name__), "activation_rule": rule, "scorer": mode,
                "config": asdict(cfg),
-               "features_scored": len(results), "features_skipped": skipped, "rows": cache.n_rows,
+               "features_scored": len(results), "features_resumed": resumed, "features_skipped": skipped,
+               "rows": cache.n_rows,
                "features_balanced": sum(bool(r["balanced"]) for r in results),
                "explanations_out_of_format": sum(not r["explanation_in_format"] for r in results),
                "detection": {**binary_metrics(all_det), "deciles": decile_table(all_det, cfg.n_deciles)},
