@@ -28,7 +28,7 @@ def timed(fn, reps: int) -> float:
 def main() -> None:
     import transformers
 
-    from moex.interp.hf import HFModel
+    from moex.interp.hf_readers import HFModel
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)

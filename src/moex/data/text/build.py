@@ -11,6 +11,7 @@ Shards hold at most ``shard_tokens`` tokens; a shard is written to a temporary n
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -131,6 +132,12 @@ def _use_tokenizer(directory: str | None) -> None:
     _TOKENIZER = load_tokenizer(directory)
 
 
+def read_sources(sources: list[str], column: str = "text", hf_split: str = "train",
+                 max_docs: int | None = None) -> Iterator[Document]:
+    """The documents of every source in turn, at most ``max_docs`` of them."""
+    return itertools.islice((doc for src in sources for doc in read_source(src, column, hf_split)), max_docs)
+
+
 def _tokenize(doc: Document) -> np.ndarray:
     return np.array([_TOKENIZER.eot, *_TOKENIZER.encode(doc.text)], dtype=np.uint16)
 
@@ -197,21 +204,13 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
     every = round(1 / val_fraction) if val_fraction > 0 else 0
     writers = {s: ShardWriter(out, s, shard_tokens) for s in ("train", "val")}
 
-    def docs() -> Iterator[Document]:
-        n = 0
-        for src in sources:
-            for doc in read_source(src, column, hf_split):
-                if max_docs is not None and n >= max_docs:
-                    return
-                n += 1
-                yield doc
-
     workers = workers or max(1, min(8, os.cpu_count() or 1))
     n_docs = 0
+    documents = read_sources(sources, column, hf_split, max_docs)
     init = dict(initializer=_use_tokenizer, initargs=(None if tokenizer is None else str(tokenizer),))
     with tqdm(desc="tokenising", unit=" docs", disable=not progress) as bar, \
             Pool(workers, **init) if workers > 1 else nullcontext() as pool:  # the bar ends its line on an error
-        tokenized = pool.imap(_tokenize, docs(), chunksize=16) if pool else map(_tokenize, docs())
+        tokenized = pool.imap(_tokenize, documents, chunksize=16) if pool else map(_tokenize, documents)
         for i, tokens in enumerate(tokenized):
             split = "val" if every and i % every == every - 1 else "train"
             writers[split].add(tokens)
@@ -254,16 +253,7 @@ def build_tokenizer(sources: list[str], out: str | Path, vocab_size: int = 4096,
     if not sources:
         raise DataError("no sources given")
 
-    def texts() -> Iterator[str]:
-        n = 0
-        for src in sources:
-            for doc in read_source(src, column, hf_split):
-                if max_docs is not None and n >= max_docs:
-                    return
-                n += 1
-                yield doc.text
-
-    tok = train_bpe(texts(), vocab_size)
+    tok = train_bpe((doc.text for doc in read_sources(sources, column, hf_split, max_docs)), vocab_size)
     Path(out).mkdir(parents=True, exist_ok=True)
     tok.save(out)
     return tok
