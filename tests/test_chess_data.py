@@ -93,7 +93,8 @@ PGN_TRUNCATED = """[Event "Truncated"]
 
 def test_bad_pgn_input_is_reported_and_good_games_kept(tmp_path):
     (tmp_path / "empty.pgn").write_text("")
-    (tmp_path / "mixed.pgn").write_text(PGN_OK + PGN_ILLEGAL + PGN_OK.replace("Good", "Good2") + PGN_TRUNCATED)
+    (tmp_path / "mixed.pgn").write_text(PGN_OK + PGN_ILLEGAL + PGN_OK.replace("Good", "Good2").replace("Bg5 b4", "Bg5 h6")
+                                          + PGN_TRUNCATED)
     with gzip.open(tmp_path / "ok.pgn.gz", "wt", encoding="utf-8") as f:
         f.write(PGN_OK)
     out = tmp_path / "out"
@@ -101,12 +102,13 @@ def test_bad_pgn_input_is_reported_and_good_games_kept(tmp_path):
                str(tmp_path / "ok.pgn.gz"), "--out", str(out), "--min-chars", "100", "--workers", "1"])
     assert rc == 0
     games = read_games(out / "games.txt")
-    assert len(games) == 3
+    assert len(games) == 2 and games[1].endswith("14.Bg5 h6")
     assert games[0].startswith(";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6 4.Ba4 Nf6 5.O-O Be7")
     skipped = [json.loads(line) for line in open(out / "skipped.jsonl")]
     by_game = {(s["source"].split("/")[-1], s["game"]): s["reason"] for s in skipped}
     assert "illegal" in by_game[("mixed.pgn", 1)] and "Ke3" in by_game[("mixed.pgn", 1)]
     assert "truncated" in by_game[("mixed.pgn", 3)]
+    assert "duplicate" in by_game[("ok.pgn.gz", 0)] and "mixed.pgn game 0" in by_game[("ok.pgn.gz", 0)]
     assert "no games found" in by_game[("empty.pgn", None)]
 
 

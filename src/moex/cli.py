@@ -84,6 +84,7 @@ OPTION_HELP = {
     "data chess labels max_positions": "at most this many evaluation positions per game",
     "data text build sources": "text/JSONL/parquet files, or a Hugging Face dataset name",
     "data text build out": "directory for the token shards and meta.json",
+    "data text tokenizer sources": "text/JSONL/parquet files, or a Hugging Face dataset name, to learn the BPE from",
     "data text build shard_tokens": "tokens per shard file",
     "upcycle out": "the new run directory",
     "eval ppl batch_size": "windows per forward pass",
