@@ -127,3 +127,22 @@ def test_bad_sae_directory(model_dir, tmp_path, games, capsys):
     (sae_dir / "sae.safetensors").write_bytes(b"nope")
     assert main(argv) == 2
     one_error_line(capsys, str(sae_dir / "sae.safetensors"))
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "moex"])
+def test_half_precision_copies_load_back_as_float32_and_predict_alike(tmp_path, mlp):
+    """``save_pretrained(dtype=float16)`` halves the file; the copy loads into float32 parameters that equal
+    the originals rounded to float16, and its logits stay within float16 rounding of the full model's."""
+    torch.manual_seed(0)
+    model = GPT(make_config("tiny", n_layer=2, mlp=mlp)).eval()
+    model.save_pretrained(tmp_path / "full")
+    model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    full, half = (tmp_path / d / "model.safetensors" for d in ("full", "half"))
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    copy = GPT.from_pretrained(tmp_path / "half").eval()
+    for (name, p), q in zip(model.named_parameters(), copy.parameters()):
+        assert q.dtype == torch.float32 and torch.equal(q, p.half().float()), name
+    x = torch.randint(0, model.cfg.vocab_size, (2, 32))
+    with torch.no_grad():
+        a, b = model(x).logits, copy(x).logits
+    assert (a - b).abs().max() < 1e-2 * a.abs().max()

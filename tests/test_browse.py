@@ -363,6 +363,9 @@ def test_probe_and_expert_explanations_show_on_the_pages(text_runs, tmp_path):
     assert model["experts_explained"]["mean_f1"] > 0
     expert = read_site_data(out / "data" / "experts" / "0.js")
     assert expert["explanation"] == "line starts" and expert["recall"] == 1.0
+    explained = json.loads((tmp_path / "experts" / "experts.json").read_text())["layers"][0]
+    assert expert["token_baseline"]["explanation"] == explained["experts"][0]["token_baseline"]["explanation"]
+    assert model["experts_explained"]["mean_token_f1"] == pytest.approx(explained["mean_token_f1"])
     with pytest.raises(MoexError, match="explains experts of layers \\[1\\], not of the browsed layer 0"):
         build_site(text_runs / "moex", tmp_path / "x", data=text, layer=0, experts=tmp_path / "experts",
                    progress=False)

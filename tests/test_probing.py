@@ -206,7 +206,34 @@ def test_expert_explanations_bookkeeping_on_a_tiny_olmoe():
         assert not set(x["explain_windows"]) & set(x["heldout_windows"])
         assert not set(x["heldout_windows"]) & set(x["negative_windows"])
         assert x["answered"] + x["failed"] == 20 and x["explanation"] == "tokens"
+        t = x["token_baseline"]
+        assert 0 <= t["f1"] <= 1 and 0 <= t["random_f1"] <= 1 and 0 < t["routing"]["routed_share"] <= 1
     assert 0 <= res["mean_f1"] <= 1
+    assert res["mean_token_f1"] == pytest.approx(np.mean([x["token_baseline"]["f1"] for x in res["experts"]]))
+
+    # no LLM: the same windows, the token baseline alone, and no prompt sent
+    prompts.clear()
+    alone = explain_experts(hf, docs, layer=1, llm=None, decode=lambda t: f" t{t}", window=16)
+    assert not prompts and alone["mean_f1"] is None and alone["scorer"] is None
+    for x, y in zip(res["experts"], alone["experts"]):
+        assert x["heldout_windows"] == y["heldout_windows"] and x["token_baseline"] == y["token_baseline"]
+        assert y["f1"] is None and y["explanation"] is None
+
+
+def test_routing_metrics_count_positions_by_hand():
+    from moex.analysis.expert_explanations import routing_metrics
+    from moex.autointerp.examples import Window
+    from moex.autointerp.token_baseline import TokenExplanation
+
+    windows = [Window(0, np.array([5, 7, 5, 9]), np.array([1.0, 0.0, 0.5, 0.0]), 0),
+               Window(1, np.array([7, 5, 3, 7]), np.array([0.0, 0.0, 0.2, 0.3]), 0)]
+    # names token 5: hits at (0,0), (0,2), (1,1); routed at (0,0), (0,2), (1,2), (1,3): tp 2, precision 2/3, recall 1/2
+    m = routing_metrics(TokenExplanation((5,), False, 0.0), windows)
+    assert (m["precision"], m["recall"], m["routed_share"]) == pytest.approx((2 / 3, 1 / 2, 4 / 8))
+    assert m["f1"] == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    # the token before: 5 precedes (0,1), (0,3), (1,2): routed only at (1,2)
+    prev = routing_metrics(TokenExplanation((5,), True, 0.0), windows)
+    assert (prev["precision"], prev["recall"]) == pytest.approx((1 / 3, 1 / 4))
 
 
 @pytest.mark.slow

@@ -24,6 +24,8 @@ cp "$work"/exp/{results.json,table1.md,table3.md,table4.md,experiment.json} "$ou
 cp "$work"/exp/router.png "$out/" 2>/dev/null || true
 for row in gelu switch moex dense-continued moex-scratch; do
     mkdir -p "$out/runs/$row"
-    cp "$work/exp/runs/$row"/{cfg.json,train.json,metrics.csv,model.safetensors} "$out/runs/$row/"
+    cp "$work/exp/runs/$row"/{cfg.json,train.json,metrics.csv} "$out/runs/$row/"
 done
+# float16 weights of the dense model and the upcycled MoE-X only (the committed checkpoints stay under 20 MB)
+python "$(dirname "$0")/../half_copies.py" "$work/exp/runs/gelu" "$out/runs/gelu" "$work/exp/runs/moex" "$out/runs/moex"
 cp "$work/experiment.time.txt" "$out/"

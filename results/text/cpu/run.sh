@@ -33,8 +33,16 @@ done
 moex --threads 1 eval ppl --checkpoint "$work"/runs/{dense,top1,top2,top4,moex} --data "$text/wikitext-2-test.txt" \
     --out "$out/ppl.json"
 moex probe --compare "$work"/probe/{dense,top1,top2,top4,moex} --out "$out"
+for name in top1 top2 top4 moex; do  # expert-level analysis, offline: the token baseline of every expert
+    moex --threads 1 experts --model "$work/runs/$name" --data "$text/wikitext-2-test.txt" --layers 0 1 2 3 \
+        --out "$work/experts/$name"
+    mkdir -p "$out/experts/$name" && cp "$work/experts/$name"/experts.{json,md,png} "$out/experts/$name/"
+done
+python "$out/experts_table.py" "$out/experts"
 for name in dense top1 top2 top4 moex; do
     mkdir -p "$out/runs/$name" "$out/probe/$name"
-    cp "$work/runs/$name"/{cfg.json,train.json,metrics.csv,model.safetensors,tokenizer.json,train.time.txt} "$out/runs/$name/"
+    cp "$work/runs/$name"/{cfg.json,train.json,metrics.csv,tokenizer.json,train.time.txt} "$out/runs/$name/"
     cp "$work/probe/$name"/probe.{json,md} "$out/probe/$name/"
 done
+# float16 weights of the dense model only (the committed checkpoints stay under 20 MB)
+python "$(dirname "$0")/../half_copies.py" "$work/runs/dense" "$out/runs/dense"

@@ -54,16 +54,19 @@ def cmd_experts(args: argparse.Namespace) -> None:
     res = run_experts(args.model, args.data, args.layers, args.llm, args.out, window=args.window,
                       max_tokens=args.max_tokens, seed=args.seed)
     for lay in res["layers"]:
-        print(f"layer {lay['layer']}: mean expert F1 {lay['mean_f1']:.3f} over {len(lay['experts'])} experts")
+        llm = f"mean expert F1 {lay['mean_f1']:.3f}, " if lay["mean_f1"] is not None else ""
+        print(f"layer {lay['layer']}: {llm}token baseline {lay['mean_token_f1']:.3f} (random tokens "
+              f"{lay['mean_random_token_f1']:.3f}, routing F1 {lay['mean_routing_f1']:.3f}) over "
+              f"{len(lay['experts'])} experts")
     print(f"-> {args.out}/experts.md")
 
 
 def add_experts_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experts", help="explain and score whole experts of MoE layers with an LLM")
+    p = sub.add_parser("experts", help="explain and score whole experts of MoE layers with an LLM and the token baseline")
     p.add_argument("--model", required=True, help="moex run directory or Hugging Face model directory")
     p.add_argument("--data", nargs="+", required=True, help="text files (each line a document) or a data dir")
     p.add_argument("--layers", nargs="+", type=int, required=True)
-    p.add_argument("--llm", required=True, help="openai:URL:MODEL or local:PATH (local:smollm2)")
+    p.add_argument("--llm", help="openai:URL:MODEL or local:PATH (local:smollm2); omitted: the token baseline only")
     p.add_argument("--window", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=2_000_000)
     p.add_argument("--seed", type=int, default=0)

@@ -350,7 +350,9 @@ def expert_pages(corpus: Corpus, es: ExpertStats, explained: dict[str, Any] | No
         page = {"id": e, "of": es.n_experts, "kind": corpus.kind, "share": _r(share[e]), "mean_l0": _r(l0[e]),
                 "units": es.units_per_expert, "units_are_features": units_are_features, "top_tokens": tokens, "top": tops,
                 "explanation": x.get("explanation"), "f1": _r(x["f1"]) if x else None,
-                "precision": _r(x["precision"]) if x else None, "recall": _r(x["recall"]) if x else None}
+                "precision": _r(x["precision"]) if x else None, "recall": _r(x["recall"]) if x else None,
+                "token_baseline": {"explanation": t["explanation"], "f1": _r(t["f1"]), "random_f1": _r(t["random_f1"]),
+                                   "routing_f1": _r(t["routing"]["f1"])} if (t := x.get("token_baseline")) else None}
         _js(out / "data" / "experts" / f"{e}.js", "page", page)
         for k in ("id", "share", "mean_l0", "explanation", "f1"):
             index[k].append(page[k])
@@ -492,7 +494,8 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
                   "alive": int((st.firing > 0).sum()),
                   "loss": loss_curve(Path(checkpoint)), "chess": chess_scores,
                   "router": router_plot_data(model, corpus, s.layer, cfg.router_tokens, device),
-                  "probe": pr, "chess_eval": ce, "experts_explained": {"mean_f1": ex["mean_f1"], "scorer": ex["scorer"]} if ex else None,
+                  "probe": pr, "chess_eval": ce, "experts_explained": {k: ex.get(k) for k in ("mean_f1", "scorer", "mean_token_f1",
+                                                               "mean_random_token_f1", "mean_routing_f1")} if ex else None,
                   "autointerp": {k: ai[k] for k in ("llm", "activation_rule", "scorer", "features_scored")}
                   | {"detection": ai["detection"]["accuracy"], "fuzzing": ai["fuzzing"]["accuracy"]} if ai else None}
     _js(tmp / "data" / "model.js", "model", model_page)

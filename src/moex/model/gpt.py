@@ -207,10 +207,15 @@ class GPT(nn.Module):
             sd.pop("lm_head.weight", None)
         return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
 
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        """Write ``cfg.json`` and ``model.safetensors`` into ``out_dir`` (each atomically)."""
+    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write ``cfg.json`` and ``model.safetensors`` into ``out_dir`` (each atomically). ``dtype``
+        (e.g. ``torch.float16``) stores floating weights at that precision, for small shareable copies;
+        ``from_pretrained`` reads them back into the model's own float32 parameters."""
         out_dir = Path(out_dir)
-        save_safetensors(out_dir / MODEL_WEIGHTS, self.state_for_saving())
+        state = self.state_for_saving()
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        save_safetensors(out_dir / MODEL_WEIGHTS, state)
         self.cfg.save(out_dir / CFG_JSON)
 
     @classmethod

@@ -271,6 +271,11 @@ MOEX.expertPage = function (p) {
     kv([["routing share (tokens routed to it)", num(p.share, 4)], ["mean l0 of its units on routed tokens", `${num(p.mean_l0, 1)} of ${p.units}`],
       p.units_are_features ? ["its units", `features <a href="feature.html?id=${p.id * p.units}">${p.id * p.units}</a> to <a href="feature.html?id=${(p.id + 1) * p.units - 1}">${(p.id + 1) * p.units - 1}</a> of the MLP code`] : null]) +
     explanationBlock(p, [["F1", num(p.f1)], ["precision", num(p.precision)], ["recall", num(p.recall)]]);
+  if (p.token_baseline) {
+    const t = p.token_baseline;
+    html += `<section><h2>Token baseline (no LLM)</h2><p class="note">The tokens over-represented where this expert is routed, scored on the same held-out and negative windows; routing F1: those tokens as a predictor of the positions routed to it.</p><blockquote>${esc(t.explanation)}</blockquote>` +
+      kv([["detection F1", num(t.f1)], ["random tokens' F1", num(t.random_f1)], ["routing F1", num(t.routing_f1)]]) + "</section>";
+  }
   html += `<section><h2>Tokens most often routed to it</h2><table class="list"><thead><tr><th>token</th><th>routed</th><th>share of the token's occurrences</th></tr></thead><tbody>` +
     p.top_tokens.map((t) => `<tr><td class="token">${esc(JSON.stringify(t.token))}</td><td>${t.count}</td><td>${num(t.share_of_token)}</td></tr>`).join("") + "</tbody></table></section>";
   html += `<section><h2>Top windows by expert-level activation</h2><p class="note">Router weight × norm of the expert's output, 0 where the token is not routed to it.</p>${windowsBlock(p.top, 0)}</section>`;
@@ -323,7 +328,7 @@ MOEX.model = function (m) {
     html += `<section><h2>Automated interpretability</h2>` + kv([["LLM", esc(a.llm)], ["scorer", esc(a.scorer)], ["activation rule", esc(a.activation_rule)],
       ["features scored", a.features_scored], ["detection accuracy", num(a.detection)], ["fuzzing accuracy", num(a.fuzzing)]]) + "</section>";
   }
-  if (m.experts_explained) html += `<section><h2>Expert auto-interpretation</h2>${kv([["mean F1 of this layer's experts", num(m.experts_explained.mean_f1)], ["scorer", esc(m.experts_explained.scorer)]])}</section>`;
+  if (m.experts_explained) html += `<section><h2>Expert auto-interpretation</h2>${kv([["mean F1 of this layer's experts", m.experts_explained.mean_f1 == null ? "no LLM" : num(m.experts_explained.mean_f1)], ["scorer", esc(m.experts_explained.scorer || "-")], ["token baseline (no LLM): mean F1", num(m.experts_explained.mean_token_f1)], ["random tokens: mean F1", num(m.experts_explained.mean_random_token_f1)], ["routing F1 of the token baseline", num(m.experts_explained.mean_routing_f1)]])}</section>`;
   if (m.probe) {
     const ks = m.probe.ks;
     html += `<section><h2>k-sparse probing (this layer)</h2><table class="list"><thead><tr><th>concept</th><th>pos</th><th>neg</th>${ks.map((k) => `<th>k=${k}</th>`).join("")}</tr></thead><tbody>` +
