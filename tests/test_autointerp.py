@@ -379,3 +379,112 @@ def test_token_baseline_names_the_firing_token_or_its_predecessor():
         chance = [binary_metrics(token_answers(random_explanation(expl, background, np.random.default_rng(s)), ex)[0])
                   ["accuracy"] for s in range(20)]
         assert np.mean(chance) < 0.75
+
+
+class RuleJudge:
+    """A scripted judge that reads its prompts: it applies to each example's text the rule its explanation
+    names (the synthetic features' rules, written on characters rather than tokens)."""
+    name = "rule-judge"
+    RULES = {"digit": r"\d", '"the"': r"(?i)\bthe\b\s*\S", "parenthes": r"\([^)]*[^\s)]", "capital": r"[A-Z]"}
+
+    def complete(self, messages):
+        import re
+
+        content = messages[-1]["content"]
+        explanation = content.split("\n", 1)[0]
+        rule = next(r for k, r in self.RULES.items() if k in explanation)
+        texts = [line.split(": ", 1)[1] for line in content.splitlines() if line.startswith("Example ")]
+        return str([int(bool(re.search(rule, t))) for t in texts])
+
+
+class AlwaysYes:
+    name = "always-yes"
+
+    def complete(self, messages):
+        return str([1] * messages[-1]["content"].count("Example "))
+
+
+def wiki_rows(n_tokens=60_000, length=256):
+    from conftest import TEXT_DIR
+
+    from moex.data.text.tokenizer import encode
+
+    ids = encode((TEXT_DIR / "wikitext-2-valid.txt").read_text()[:400_000])[:n_tokens]
+    return [ids[i:i + length] for i in range(0, len(ids) - length, length)]
+
+
+def test_synthetic_features_fire_exactly_where_their_rule_holds():
+    from moex.autointerp.judge_check import SYNTHETIC, JudgeCheckConfig, synthetic_examples
+    from moex.data.text.tokenizer import decode
+
+    one = lambda t: decode([t])  # noqa: E731
+    examples = synthetic_examples(wiki_rows(), one, JudgeCheckConfig())
+    assert set(examples) == {f.name for f in SYNTHETIC}
+    for f in SYNTHETIC:
+        ex = examples[f.name]
+        assert len(ex.test) == 10 and len(ex.non_activating) == 10
+        assert not {w.index for w in ex.test} & {w.index for w in ex.non_activating}
+        for w in ex.test + ex.non_activating:
+            texts = [one(int(t)) for t in w.tokens]
+            assert np.array_equal(w.acts > 0, f.fires(texts)) and (w.acts.any() == (w in ex.test))
+    texts = [" The", " cat", " (", "a", " b", ")", " the", " 1999", "."]
+    assert [f.name for f in SYNTHETIC if f.fires(texts)[7]] == ["digits", "after the"]
+    assert SYNTHETIC[2].fires(texts).tolist() == [False, False, False, True, True, False, False, False, False]
+    assert SYNTHETIC[3].fires(texts).tolist()[:2] == [True, False]
+
+
+def test_a_judge_that_reads_passes_and_an_always_yes_judge_is_flagged(tmp_path):
+    from moex.autointerp.judge_check import JudgeError, check_judge, judge_line, require_passed
+    from moex.data.text.tokenizer import decode
+
+    one = lambda t: decode([t])  # noqa: E731
+    good = check_judge(RuleJudge(), wiki_rows(), one, mode="list")
+    assert good["passed"] and good["win_rate"] >= 0.75 and good["negative_yes_rate"] <= 0.2, good
+    assert all(f["balanced_accuracy"] >= f["wrong_balanced_accuracy"] for f in good["features"])
+    require_passed(good)
+    bad = check_judge(AlwaysYes(), wiki_rows(), one, mode="list")
+    assert not bad["passed"] and bad["win_rate"] == 0 and bad["negative_yes_rate"] == 1.0
+    assert bad["balanced_accuracy"] == 0.5 and "FAILED" in judge_line(bad)
+    with pytest.raises(JudgeError, match="--require-judge"):
+        require_passed(bad)
+
+
+def test_autointerp_summaries_carry_the_judge_and_the_baselines(text_runs, tmp_path, capsys):
+    """The judge's verdict heads every summary; a failing judge's numbers are marked in each table;
+    ``--require-judge`` stops before scoring; without an LLM the token baseline and random tokens remain."""
+    from conftest import TEXT_DIR
+
+    from moex import GPT
+    from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
+    from moex.cli import main
+
+    from moex.data.text.tokenizer import encode
+
+    model = GPT.from_pretrained(text_runs / "moex")
+    data = [str(TEXT_DIR / "wikitext-2-valid.txt")]
+    z = model.mlp_code(torch.tensor([encode((TEXT_DIR / "wikitext-2-valid.txt").read_text()[:3000])[:64]]), 1,
+                       dense=True)
+    counts = (z != 0).sum(0)
+    fire = torch.nonzero((counts >= 4) & (counts <= 16)).flatten()[:2].tolist()  # fire on some windows, not all
+    cfg = AutointerpConfig(window=16, max_tokens=12_000, n_explain=5, per_decile=1, n_deciles=2, n_negative=4)
+    s = run_autointerp(model, data, tmp_path / "yes", AlwaysYes(), layer=1, feature_ids=fire, cfg=cfg, progress=False)
+    assert not s["judge"]["passed"] and s["detection"]["yes_rate"] == 1.0
+    md = (tmp_path / "yes" / "summary.md").read_text()
+    assert "judge check FAILED" in md and "| detection (judge failed) |" in md and "| yes rate |" in md
+    assert "detection (judge failed) | fuzzing (judge failed)" in md
+    assert (tmp_path / "yes" / "judge_check.json").exists()
+    alone = run_autointerp(model, data, tmp_path / "none", None, layer=1, feature_ids=fire, cfg=cfg, progress=False)
+    assert alone["judge"] is None and alone["detection"]["n"] == 0
+    assert alone["token_baseline"]["detection"]["n"] > 0 and alone["token_baseline"]["random_detection"]["n"] > 0
+    for a, b in zip(s["per_feature"], alone["per_feature"]):
+        assert a["token_detection_accuracy"] == b["token_detection_accuracy"]
+    assert "No LLM" in (tmp_path / "none" / "summary.md").read_text()
+    # the CLI: no --llm runs the baselines; --require-judge with a failing judge is one error line, exit 2
+    rc = main(["autointerp", "--checkpoint", str(text_runs / "moex"), "--data", *data, "--layer", "1",
+               "--feature-ids", *map(str, fire), "--out", str(tmp_path / "cli"), "window=16", "max_tokens=12000",
+               "n_explain=5", "per_decile=1", "n_deciles=2", "n_negative=4"])
+    assert rc == 0 and "token baseline detection" in capsys.readouterr().out
+    with pytest.raises(Exception) as info:
+        run_autointerp(model, data, tmp_path / "req", AlwaysYes(), layer=1, feature_ids=fire, cfg=cfg,
+                       progress=False, require_judge=True)
+    assert "judge check FAILED" in str(info.value) and not (tmp_path / "req" / "summary.json").exists()

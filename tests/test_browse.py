@@ -328,6 +328,10 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
                cfg=BrowseConfig(max_tokens=3000, window=16), progress=False)
     page = read_site_data(out / "data" / "features" / f"{f}.js")
     assert page["explanation"] == "the letter e" and page["detection"] is not None
+    assert "judge check FAILED" in page["judge"]  # it alternates 1, 0 whatever it is shown: no information
+    if find_chromium() is not None:
+        dom = dump_dom(page_url(out, f"feature.html?id={f}"))
+        assert "judge check FAILED" in dom and "the letter e" in dom
     assert read_site_data(out / "data" / "index.js")["features"]["explanation"][f] == "the letter e"
     with pytest.raises(MoexError, match=r"ai/summary.json: made from model .*not from .*gelu"):
         build_site(text_runs / "gelu", tmp_path / "other", data=text, layer=1, autointerp=tmp_path / "ai",
@@ -363,6 +367,7 @@ def test_probe_and_expert_explanations_show_on_the_pages(text_runs, tmp_path):
     assert model["experts_explained"]["mean_f1"] > 0
     expert = read_site_data(out / "data" / "experts" / "0.js")
     assert expert["explanation"] == "line starts" and expert["recall"] == 1.0
+    assert "judge check FAILED" in expert["judge"] and "FAILED" in model["experts_explained"]["judge"]
     explained = json.loads((tmp_path / "experts" / "experts.json").read_text())["layers"][0]
     assert expert["token_baseline"]["explanation"] == explained["experts"][0]["token_baseline"]["explanation"]
     assert model["experts_explained"]["mean_token_f1"] == pytest.approx(explained["mean_token_f1"])

@@ -51,8 +51,12 @@ def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_experts(args: argparse.Namespace) -> None:
     from .expert_explanations import run_experts
 
+    from ..autointerp.judge_check import judge_line
+
     res = run_experts(args.model, args.data, args.layers, args.llm, args.out, window=args.window,
-                      max_tokens=args.max_tokens, seed=args.seed)
+                      max_tokens=args.max_tokens, seed=args.seed, require_judge=args.require_judge)
+    if res["llm"]:
+        print(judge_line(res["judge"]))
     for lay in res["layers"]:
         llm = f"mean expert F1 {lay['mean_f1']:.3f}, " if lay["mean_f1"] is not None else ""
         print(f"layer {lay['layer']}: {llm}token baseline {lay['mean_token_f1']:.3f} (random tokens "
@@ -67,6 +71,8 @@ def add_experts_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, help="text files (each line a document) or a data dir")
     p.add_argument("--layers", nargs="+", type=int, required=True)
     p.add_argument("--llm", help="openai:URL:MODEL or local:PATH (local:smollm2); omitted: the token baseline only")
+    p.add_argument("--require-judge", action="store_true",
+                   help="stop, before scoring, when the LLM fails the judge check on synthetic features")
     p.add_argument("--window", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=2_000_000)
     p.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..artifacts import write_json
 from ..autointerp.examples import FeatureExamples, Window
+from ..autointerp.judge_check import judge_flag, judge_line
 from ..autointerp.metrics import binary_metrics
 from ..autointerp.prompts import explainer_messages, read_explanation
 from ..autointerp.scoring import detection, scoring_mode
@@ -101,12 +102,14 @@ def explain_experts(reader: Any, documents: list[list[int]], layer: int, llm: An
 
 
 def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec: Any, out: str | Path,
-                window: int = 32, max_tokens: int = 2_000_000, seed: int = 0) -> dict[str, Any]:
+                window: int = 32, max_tokens: int = 2_000_000, seed: int = 0,
+                require_judge: bool = False) -> dict[str, Any]:
     """What ``moex experts`` does: load the model and the LLM (a ``load_llm`` spec, an object with
-    ``complete(messages)``, or None for the token baseline alone), read documents (one per text file, or the
+    ``complete(messages)``, or None for the token baseline alone; an LLM is first put through the judge check,
+    ``require_judge`` stopping the run when it fails), read documents (one per text file, or the
     blocks of a text data directory), explain every expert of ``layers``, write JSON and Markdown."""
     from ..autointerp.llm import load_llm
-    from ..autointerp.pipeline import text_codec
+    from ..autointerp.pipeline import judge_for_run, text_codec
     from ..interp.readers import MoexReader
     from ..interp.hf_readers import load_model_or_reader
     from ..interp.sites import model_fingerprint
@@ -116,8 +119,10 @@ def run_experts(model: str | Path, data: list[str], layers: list[int], llm_spec:
     encode, decode, _ = text_codec(loaded)
     documents = read_documents(data, encode, max_tokens)
     llm = load_llm(llm_spec, cache_dir=Path(out) / "llm-cache") if isinstance(llm_spec, str) else llm_spec
+    judge = (judge_for_run(llm, loaded, data, scoring_mode(llm), Path(out), window, per_prompt=20,
+                           require=require_judge, seed=seed) if llm is not None else None)
     results = {"model": str(model), "fingerprint": model_fingerprint(loaded), "reader": reader.name,
-               "llm": getattr(llm, "name", llm_spec) if llm is not None else None, "layers": []}
+               "llm": getattr(llm, "name", llm_spec) if llm is not None else None, "judge": judge, "layers": []}
     for layer in layers:
         results["layers"].append(explain_experts(reader, documents, layer, llm, decode, window=window, seed=seed))
     write_json(Path(out) / "experts.json", results)
@@ -176,17 +181,20 @@ def read_documents(data: list[str], encode, max_tokens: int) -> list[list[int]]:
 
 def format_experts(results: dict[str, Any]) -> str:
     llm = results["llm"]
+    judge = results.get("judge")
+    flag = judge_flag(judge)
     lines = [f"# Expert auto-interpretation: {results['reader']}\n",
-             (f"LLM {llm}." if llm else "No LLM: the token baseline only.")
+             (f"LLM {llm}: {judge_line(judge)}." if llm else "No LLM: the token baseline only.")
              + " Token baseline: the tokens over-represented where the expert is routed (no LLM); its detection"
              " F1 on the same held-out and negative windows, that of a random explanation of as many tokens, and"
              " routing F1: the named tokens as a predictor of the positions routed to the expert.\n"]
     for lay in results["layers"]:
-        head = f"mean F1 {lay['mean_f1']:.3f} ({lay['scorer']} scorer), " if lay["mean_f1"] is not None else ""
+        head = (f"mean F1 {lay['mean_f1']:.3f}{flag} ({lay['scorer']} scorer), " if lay["mean_f1"] is not None
+                else "")
         lines += [f"## Layer {lay['layer']}: {head}token baseline {lay['mean_token_f1']:.3f}, random tokens "
                   f"{lay['mean_random_token_f1']:.3f}, routing F1 {lay['mean_routing_f1']:.3f} "
                   f"({lay['windows']} windows)\n",
-                  "| expert | explanation | precision | recall | F1 | failed | token explanation | token F1 | "
+                  f"| expert | explanation | precision | recall | F1{flag} | failed | token explanation | token F1 | "
                   "random F1 | routing F1 |", "|---|---|---|---|---|---|---|---|---|---|"]
         for x in lay["experts"]:
             t = x["token_baseline"]

@@ -16,8 +16,8 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
             raise MoexError("usage: moex autointerp compare DIR [DIR ...] [--out DIR]")
         print(compare(args.settings[1:], args.out))
         return
-    if not (args.checkpoint and args.data and args.llm and args.out):
-        raise MoexError("--checkpoint, --data, --llm and --out are required")
+    if not (args.checkpoint and args.data and args.out):
+        raise MoexError("--checkpoint, --data and --out are required")
     from ..config import split_settings
     from ..interp.hf_readers import load_model_or_reader
     from .llm import LLMConfig, load_llm
@@ -27,14 +27,22 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
     cfg = AutointerpConfig.from_dict(ai, "autointerp settings")
     llm_cfg = LLMConfig.from_dict(lc, "llm settings")
     model = load_model_or_reader(args.checkpoint)
-    llm = load_llm(args.llm, cache_dir=f"{args.out}/llm-cache", cfg=llm_cfg)
+    llm = load_llm(args.llm, cache_dir=f"{args.out}/llm-cache", cfg=llm_cfg) if args.llm else None
     s = run_autointerp(model, args.data, args.out, llm, layer=args.layer, site=args.site, n_features=args.features,
-                       feature_ids=args.feature_ids, cfg=cfg, device=args.device)
+                       feature_ids=args.feature_ids, cfg=cfg, device=args.device, require_judge=args.require_judge)
+    from .judge_check import judge_line
     from .metrics import format_accuracy
 
-    print(f"{s['features_scored']} features scored ({len(s['features_skipped'])} skipped): detection accuracy "
-          f"{format_accuracy(s['detection'])}, fuzzing {format_accuracy(s['fuzzing'])}, "
-          f"{s['detection']['failed'] + s['fuzzing']['failed']} unreadable answers -> {args.out}")
+    base = s["token_baseline"]
+    head = f"{s['features_scored']} features scored ({len(s['features_skipped'])} skipped): "
+    baseline = (f"token baseline detection {format_accuracy(base['detection'])}, random tokens "
+                f"{format_accuracy(base['random_detection'])}")
+    if llm is None:
+        print(f"{head}{baseline} (no LLM) -> {args.out}")
+        return
+    print(f"{judge_line(s['judge'])}\n{head}detection accuracy {format_accuracy(s['detection'])}, fuzzing "
+          f"{format_accuracy(s['fuzzing'])}, {s['detection']['failed'] + s['fuzzing']['failed']} unreadable answers; "
+          f"{baseline} -> {args.out}")
 
 
 def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +54,10 @@ def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site", default="mlp", help="mlp, resid or sae:DIR")
     p.add_argument("--features", type=int, default=10, help="random features to explain")
     p.add_argument("--feature-ids", nargs="+", type=int)
-    p.add_argument("--llm", help="openai:URL:MODEL (key from $OPENAI_API_KEY) or local:PATH (local:smollm2)")
+    p.add_argument("--llm", help="openai:URL:MODEL (key from $OPENAI_API_KEY) or local:PATH (local:smollm2); "
+                                 "omitted: the token baseline and random explanations only")
+    p.add_argument("--require-judge", action="store_true",
+                   help="stop, before scoring, when the LLM fails the judge check on synthetic features")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out")
     add_settings(p, "autointerp keys: window, n_explain, per_decile, n_deciles, n_negative, per_prompt, "

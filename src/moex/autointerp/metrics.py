@@ -49,6 +49,7 @@ def binary_metrics(answers: list[Answer]) -> dict[str, Any]:
         "n": n, "failed": len(answers) - n, "accuracy": (tp + tn) / n if n else None,
         "accuracy_ci95": wilson(tp + tn, n), "balanced_accuracy": (recall + tnr) / 2, "precision": precision,
         "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "yes_rate": float(p.mean()) if n else None,  # an always-yes judge shows here at a glance
     }
     probs = [a.probability for a in ok]
     if ok and all(q is not None for q in probs) and len(set(y.tolist())) == 2:

@@ -21,7 +21,8 @@ from .examples import sample_from_stats
 from .metrics import Answer, binary_metrics, decile_table, format_accuracy
 from .prompts import explainer_messages, has_explanation, read_explanation
 from .scoring import detection, fuzzing, scoring_mode
-from .token_baseline import token_baseline
+from .judge_check import JudgeCheckConfig, NotEnoughText, check_judge, judge_flag, judge_line, require_passed
+from .token_baseline import random_explanation, token_answers, token_baseline
 
 
 @dataclass
@@ -160,15 +161,41 @@ def choose_rule(site, rows: list[list[int]], device: str) -> str:
     return "topk:32" if (feats == 0).float().mean() < 0.01 else "nonzero"
 
 
+def judge_for_run(llm: Any, model: Any, data: list[str], mode: str, out: Path, window: int, per_prompt: int = 5,
+                  require: bool = False, seed: int = 0) -> dict[str, Any]:
+    """The judge check of ``llm`` on synthetic features from ``data`` read with ``model``'s tokenizer, kept in
+    ``out/judge_check.json`` (read back when the same judge, scorer and settings ran it before); with
+    ``require`` a failing judge is an error (``JudgeError``)."""
+    cfg = JudgeCheckConfig(window=window)
+    key = {"judge": getattr(llm, "name", type(llm).__name__), "scorer": mode, "config": asdict(cfg)}
+    path = out / "judge_check.json"
+    if path.exists() and all(read_json(path).get(k) == v for k, v in key.items()):
+        check = read_json(path)
+    else:
+        rows, decode_one = text_rows(model, data, 100_000, window, bos=False)
+        try:
+            check = check_judge(llm, rows, decode_one, mode, cfg, per_prompt=per_prompt, seed=seed)
+        except NotEnoughText as e:  # the run goes on, its scores marked unverified
+            check = {**key, "passed": False, "skipped": str(e)}
+        write_json(path, check)
+    if require:
+        require_passed(check)
+    return check
+
+
 def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer: int | None = None,
                    site: str = "mlp", n_features: int = 10, feature_ids: list[int] | None = None,
-                   cfg: AutointerpConfig | None = None, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Explain and score features of ``model`` (a moex GPT or a reader) at ``site``/``layer`` with ``llm``."""
+                   cfg: AutointerpConfig | None = None, device: str = "cpu", progress: bool = True,
+                   require_judge: bool = False) -> dict[str, Any]:
+    """Explain and score features of ``model`` (a moex GPT or a reader) at ``site``/``layer`` with ``llm``
+    (checked first on synthetic features: ``judge_check``; ``require_judge`` makes a failing judge an error),
+    and with the token baseline and a random explanation beside it; ``llm`` None: the baselines alone."""
     from ..interp.sites import model_fingerprint, site_for
 
     cfg = cfg or AutointerpConfig()
     out = Path(out)
     s = site_for(model, site, layer)
+    mode = scoring_mode(llm, cfg.scorer) if llm is not None else None
     rows, decode_one = text_rows(model, data, cfg.max_tokens, cfg.window, cfg.bos)
     first = list(itertools.islice(rows, 2))
     rows = itertools.chain(first, rows)
@@ -179,26 +206,29 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     bad = [f for f in feature_ids if not 0 <= f < s.width]
     if bad:
         raise MoexError(f"feature ids {bad} out of range: the site has {s.width} features")
+    judge = (judge_for_run(llm, model, data, mode, out, cfg.window, cfg.per_prompt, require_judge, cfg.seed)
+             if llm is not None else None)
     cache = cache_activations(s, rows, feature_ids, out / "cache", rule=rule, device=device, progress=progress)
-    mode = scoring_mode(llm, cfg.scorer)
     tok_text = decode_one
-    results, skipped, all_det, all_fuzz, base_det, base_fuzz = [], {}, [], [], [], []
+    results, skipped, all_det, all_fuzz, base_det, base_fuzz, chance_det = [], {}, [], [], [], [], []
     background = cache.token_counts()
     stats = {f: cache.window_stats(f, cfg.window) for f in feature_ids}
     tops = {f: top_tokens(cache, f, stats[f][0], cfg.window) for f in feature_ids} if cfg.similar_negatives else {}
     # a feature already scored by this model, LLM, site and settings is read back, not asked again: a run that
     # stopped (an endpoint down after its retries, Ctrl-C) continues where it was
-    run_key = {"fingerprint": model_fingerprint(model), "llm": getattr(llm, "name", type(llm).__name__),
+    llm_name = getattr(llm, "name", type(llm).__name__) if llm is not None else None
+    run_key = {"fingerprint": model_fingerprint(model), "llm": llm_name,
                "site": s.name, "layer": s.layer, "rule": rule, "scorer": mode, "config": asdict(cfg)}
     resumed = 0
     for f in feature_ids:
         done = out / "features" / f"{f}.json"
-        if done.exists() and (rec := read_json(done)).get("run") == run_key and "answers" in rec:
+        if done.exists() and (rec := read_json(done)).get("run") == run_key and "random_detection" in rec.get("answers", {}):
             answers = {k: [Answer(*a) for a in v] for k, v in rec["answers"].items()}
             all_det += answers["detection"]
             all_fuzz += answers["fuzzing"]
             base_det += answers["token_detection"]
             base_fuzz += answers["token_fuzzing"]
+            chance_det += answers["random_detection"]
             results.append(rec)
             resumed += 1
             continue
@@ -210,25 +240,32 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
             continue
         if cfg.similar_negatives:
             add_similar_negatives(ex, cache, stats, tops, cfg.similar_negatives, cfg.window, cfg.seed)
-        reply = llm.complete(explainer_messages(ex.explain, tok_text))
-        explanation = read_explanation(reply)
-        det, det_fail = detection(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
-        fuz, fuz_fail = fuzzing(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
+        if llm is not None:
+            reply = llm.complete(explainer_messages(ex.explain, tok_text))
+            explanation = read_explanation(reply)
+            det, det_fail = detection(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
+            fuz, fuz_fail = fuzzing(llm, explanation, ex, tok_text, cfg.per_prompt, cfg.concurrency, cfg.seed, mode)
+        else:
+            reply, explanation, det, fuz, det_fail, fuz_fail = None, None, [], [], {}, {}
         all_det += det
         all_fuzz += fuz
         base = token_baseline(ex, background, cfg.seed)
         base_det += base["detection"]
         base_fuzz += base["fuzzing"]
+        chance, _ = token_answers(random_explanation(base["explanation"], background,
+                                                     np.random.default_rng([cfg.seed, f])), ex, cfg.seed)
+        chance_det += chance
         rec = {"feature": f, "explanation": explanation, "explainer_reply": reply, "balanced": ex.balanced,
-               "explanation_in_format": has_explanation(reply),
+               "explanation_in_format": llm is None or has_explanation(reply),
                "detection": {**binary_metrics(det), "failures": dict(det_fail),
                              "deciles": decile_table(det, cfg.n_deciles)},
                "fuzzing": {**binary_metrics(fuz), "failures": dict(fuz_fail)},
-               "token_baseline": {**base["scores"], "explanation": base["explanation"].text(tok_text)},
+               "token_baseline": {**base["scores"], "explanation": base["explanation"].text(tok_text),
+                                  "random_detection": binary_metrics(chance)},
                "run": run_key,
                "answers": {k: [[a.label, a.decile, a.prediction, a.probability] for a in v]
                            for k, v in (("detection", det), ("fuzzing", fuz), ("token_detection", base["detection"]),
-                                        ("token_fuzzing", base["fuzzing"]))},
+                                        ("token_fuzzing", base["fuzzing"]), ("random_detection", chance))},
                "examples": {"explain": [w.index for w in ex.explain], "test": [[w.index, w.decile] for w in ex.test],
                             "non_activating": [w.index for w in ex.non_activating if w.decile != -2],
                             "similar_negatives": [w.index for w in ex.non_activating if w.decile == -2],
@@ -237,7 +274,7 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
         results.append(rec)
     summary = {"model": getattr(model, "name", type(model).__name__), "fingerprint": model_fingerprint(model),
                "site": s.name, "layer": s.layer, "width": s.width,
-               "llm": getattr(llm, "name", type(llm).__name__), "activation_rule": rule, "scorer": mode,
+               "llm": llm_name, "activation_rule": rule, "scorer": mode, "judge": judge,
                "config": asdict(cfg),
                "features_scored": len(results), "features_resumed": resumed, "features_skipped": skipped,
                "rows": cache.n_rows,
@@ -245,11 +282,13 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
                "explanations_out_of_format": sum(not r["explanation_in_format"] for r in results),
                "detection": {**binary_metrics(all_det), "deciles": decile_table(all_det, cfg.n_deciles)},
                "fuzzing": binary_metrics(all_fuzz),
-               "token_baseline": {"detection": binary_metrics(base_det), "fuzzing": binary_metrics(base_fuzz)},
+               "token_baseline": {"detection": binary_metrics(base_det), "fuzzing": binary_metrics(base_fuzz),
+                                  "random_detection": binary_metrics(chance_det)},
                "per_feature": [{"feature": r["feature"], "explanation": r["explanation"],
                                 "detection_accuracy": r["detection"]["accuracy"],
                                 "token_explanation": r["token_baseline"]["explanation"],
                                 "token_detection_accuracy": r["token_baseline"]["detection"]["accuracy"],
+                                "random_detection_accuracy": r["token_baseline"]["random_detection"]["accuracy"],
                                 "fuzzing_accuracy": r["fuzzing"]["accuracy"],
                                 "detection_failed": r["detection"]["failed"], "fuzzing_failed": r["fuzzing"]["failed"],
                                 "balanced": bool(r["balanced"]),
@@ -262,22 +301,28 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
 
 def format_summary(s: dict[str, Any]) -> str:
     d, fz = s["detection"], s["fuzzing"]
+    flag = judge_flag(s.get("judge"))
     lines = [f"# Automated interpretability: {s['model']}, {s['site']} layer {s['layer']}\n",
+             (f"LLM {s['llm']}: {judge_line(s.get('judge'))}.\n" if s["llm"] else
+              "No LLM: the token baseline and random explanations only.\n"),
              f"LLM {s['llm']} ({s['scorer']} scorer); activating = {s['activation_rule']}; "
              f"{s['features_scored']} features scored ({s.get('features_balanced', 0)} of them, with too few activating "
              f"windows for the full test set, on a balanced set, marked *), {len(s['features_skipped'])} skipped; "
              f"{s.get('explanations_out_of_format', 0)} explainer replies without an [EXPLANATION]: line (their "
              "last line taken instead).\n",
-             "| scorer | accuracy (95% CI) | balanced acc. | precision | recall | F1 | AUC | answered | failed |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| scorer | accuracy (95% CI) | balanced acc. | yes rate | precision | recall | F1 | AUC | answered | failed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     base = s.get("token_baseline", {})
-    for name, m in (("detection", d), ("fuzzing", fz), ("detection, token baseline (no LLM)", base.get("detection")),
-                    ("fuzzing, token baseline (no LLM)", base.get("fuzzing"))):
+    for name, m in ((f"detection{flag}", d if s["llm"] else None), (f"fuzzing{flag}", fz if s["llm"] else None),
+                    ("detection, token baseline (no LLM)", base.get("detection")),
+                    ("fuzzing, token baseline (no LLM)", base.get("fuzzing")),
+                    ("detection, random tokens (chance)", base.get("random_detection"))):
         if m is None:
             continue
         lo, hi = m["accuracy_ci95"]
         acc = format_accuracy(m) + (f" ({lo:.3f}-{hi:.3f})" if m["accuracy"] is not None else "")
-        lines.append(f"| {name} | {acc} | {m['balanced_accuracy']:.3f} | "
+        yes = "-" if m.get("yes_rate") is None else f"{m['yes_rate']:.3f}"
+        lines.append(f"| {name} | {acc} | {m['balanced_accuracy']:.3f} | {yes} | "
                      f"{m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m.get('auc', float('nan')):.3f} | "
                      f"{m['n']} | {m['failed']} |")
     lines += ["", "Detection accuracy per activation decile (0 = weakest) and on non-activating windows:", "",
@@ -285,15 +330,16 @@ def format_summary(s: dict[str, Any]) -> str:
     for k, r in d["deciles"].items():
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         lines.append(f"| {k} | {r['n']} | {acc} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['failed']} |")
-    lines += ["", "| feature | explanation | detection | fuzzing | failed | token baseline | its detection |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", f"| feature | explanation | detection{flag} | fuzzing{flag} | failed | token baseline | its detection "
+              "| random tokens' detection |", "|---|---|---|---|---|---|---|---|"]
     for p in s["per_feature"]:
         det, fuz = ({"accuracy": p[f"{k}_accuracy"], "failed": p.get(f"{k}_failed", 0)} for k in ("detection", "fuzzing"))
-        base_acc = p.get("token_detection_accuracy")
-        lines.append(f"| {p['feature']}{'*' if p.get('balanced') else ''} | {p['explanation'][:80]} | "
-                     f"{format_accuracy(det)} | {format_accuracy(fuz)} | "
-                     f"{p['failed']} | {p.get('token_explanation', '-')[:60]} | "
-                     f"{'-' if base_acc is None else f'{base_acc:.3f}'} |")
+        base_acc, chance_acc = p.get("token_detection_accuracy"), p.get("random_detection_accuracy")
+        llm_cols = (f"{p['explanation'][:80]} | {format_accuracy(det)} | {format_accuracy(fuz)} | {p['failed']}"
+                    if s["llm"] else "- | - | - | -")
+        lines.append(f"| {p['feature']}{'*' if p.get('balanced') else ''} | {llm_cols} | "
+                     f"{p.get('token_explanation', '-')[:60]} | {'-' if base_acc is None else f'{base_acc:.3f}'} | "
+                     f"{'-' if chance_acc is None else f'{chance_acc:.3f}'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..artifacts import read_output, write_json
+from ..autointerp.judge_check import judge_line
 from ..config import Config, ConfigError
 from ..errors import MoexError
 from ..interp.sites import model_fingerprint, site_for
@@ -124,7 +125,7 @@ def read_experts(path: str | Path, fingerprint: str, checkpoint: str, layer: int
     layers = {lay["layer"]: lay for lay in r["layers"]}
     if layer not in layers:
         raise MoexError(f"{p}: explains experts of layers {sorted(layers)}, not of the browsed layer {layer}")
-    return layers[layer]
+    return {**layers[layer], "llm": r.get("llm"), "judge": r.get("judge")}
 
 
 def read_probe(path: str | Path, fingerprint: str, checkpoint: str, layer: int) -> dict[str, Any]:
@@ -284,6 +285,7 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
     nw = -(-max(len(r) for r in corpus.rows) // corpus.window)
     boards = Boards(corpus.games) if corpus.kind == "chess" else None
     explained = {p["feature"]: p for p in (autointerp or {}).get("per_feature", [])}
+    judge = judge_line((autointerp or {}).get("judge")) if (autointerp or {}).get("llm") else None
     index: dict[str, list] = {k: [] for k in ("id", "frequency", "f_max", "explanation", "detection", "fuzzing")}
     if extras:
         index.update(best_f1=[], best_bsp=[])
@@ -316,7 +318,7 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
         if f in explained:
             e = explained[f]
             page.update(explanation=e["explanation"], detection=_r(e["detection_accuracy"]),
-                        fuzzing=_r(e["fuzzing_accuracy"]))
+                        fuzzing=_r(e["fuzzing_accuracy"]), judge=judge)
         _js(out / "data" / "features" / f"{f}.js", "page", page)
         index["id"].append(f)
         index["frequency"].append(page["frequency"])
@@ -350,6 +352,7 @@ def expert_pages(corpus: Corpus, es: ExpertStats, explained: dict[str, Any] | No
         page = {"id": e, "of": es.n_experts, "kind": corpus.kind, "share": _r(share[e]), "mean_l0": _r(l0[e]),
                 "units": es.units_per_expert, "units_are_features": units_are_features, "top_tokens": tokens, "top": tops,
                 "explanation": x.get("explanation"), "f1": _r(x["f1"]) if x else None,
+                "judge": judge_line((explained or {}).get("judge")) if (explained or {}).get("llm") else None,
                 "precision": _r(x["precision"]) if x else None, "recall": _r(x["recall"]) if x else None,
                 "token_baseline": {"explanation": t["explanation"], "f1": _r(t["f1"]), "random_f1": _r(t["random_f1"]),
                                    "routing_f1": _r(t["routing"]["f1"])} if (t := x.get("token_baseline")) else None}
@@ -494,10 +497,15 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
                   "alive": int((st.firing > 0).sum()),
                   "loss": loss_curve(Path(checkpoint)), "chess": chess_scores,
                   "router": router_plot_data(model, corpus, s.layer, cfg.router_tokens, device),
-                  "probe": pr, "chess_eval": ce, "experts_explained": {k: ex.get(k) for k in ("mean_f1", "scorer", "mean_token_f1",
-                                                               "mean_random_token_f1", "mean_routing_f1")} if ex else None,
+                  "probe": pr, "chess_eval": ce, "experts_explained": {k: ex.get(k) for k in ("mean_f1", "scorer", "mean_token_f1", "mean_random_token_f1",
+                                                               "mean_routing_f1")}
+                  | {"judge": judge_line(ex["judge"]) if ex.get("llm") else None} if ex else None,
                   "autointerp": {k: ai[k] for k in ("llm", "activation_rule", "scorer", "features_scored")}
-                  | {"detection": ai["detection"]["accuracy"], "fuzzing": ai["fuzzing"]["accuracy"]} if ai else None}
+                  | {"detection": ai["detection"]["accuracy"], "fuzzing": ai["fuzzing"]["accuracy"],
+                     "yes_rate": ai["detection"].get("yes_rate"),
+                     "token_detection": ai["token_baseline"]["detection"]["accuracy"],
+                     "random_detection": ai["token_baseline"].get("random_detection", {}).get("accuracy"),
+                     "judge": judge_line(ai.get("judge")) if ai.get("llm") else None} if ai else None}
     _js(tmp / "data" / "model.js", "model", model_page)
     _js(tmp / "data" / "index.js", "index", {"title": f"{Path(checkpoint).name}: {s.name} layer {s.layer}",
                                               "kind": corpus.kind, "features": index, "experts": expert_index})

@@ -133,7 +133,8 @@ function kv(rows) { return `<table class="kv">${rows.filter((r) => r).map(([k, v
 
 function explanationBlock(p, scoreRows) {
   if (!p.explanation) return "";
-  return `<section class="explanation"><h2>Explanation</h2><blockquote>${esc(p.explanation)}</blockquote>${kv(scoreRows)}</section>`;
+  const judge = p.judge ? `<p class="note judge">${esc(p.judge)}</p>` : "";
+  return `<section class="explanation"><h2>Explanation</h2><blockquote>${esc(p.explanation)}</blockquote>${kv(scoreRows)}${judge}</section>`;
 }
 
 function windowsBlock(windows, scale) {
@@ -326,9 +327,11 @@ MOEX.model = function (m) {
   if (m.autointerp) {
     const a = m.autointerp;
     html += `<section><h2>Automated interpretability</h2>` + kv([["LLM", esc(a.llm)], ["scorer", esc(a.scorer)], ["activation rule", esc(a.activation_rule)],
-      ["features scored", a.features_scored], ["detection accuracy", num(a.detection)], ["fuzzing accuracy", num(a.fuzzing)]]) + "</section>";
+      ["features scored", a.features_scored], ["detection accuracy", num(a.detection)], ["fuzzing accuracy", num(a.fuzzing)],
+      ["judge's yes rate", num(a.yes_rate)], ["token baseline (no LLM): detection accuracy", num(a.token_detection)],
+      ["random tokens: detection accuracy", num(a.random_detection)]]) + (a.judge ? `<p class="note judge">${esc(a.judge)}</p>` : "") + "</section>";
   }
-  if (m.experts_explained) html += `<section><h2>Expert auto-interpretation</h2>${kv([["mean F1 of this layer's experts", m.experts_explained.mean_f1 == null ? "no LLM" : num(m.experts_explained.mean_f1)], ["scorer", esc(m.experts_explained.scorer || "-")], ["token baseline (no LLM): mean F1", num(m.experts_explained.mean_token_f1)], ["random tokens: mean F1", num(m.experts_explained.mean_random_token_f1)], ["routing F1 of the token baseline", num(m.experts_explained.mean_routing_f1)]])}</section>`;
+  if (m.experts_explained) html += `<section><h2>Expert auto-interpretation</h2>${kv([["mean F1 of this layer's experts", m.experts_explained.mean_f1 == null ? "no LLM" : num(m.experts_explained.mean_f1)], ["scorer", esc(m.experts_explained.scorer || "-")], ["token baseline (no LLM): mean F1", num(m.experts_explained.mean_token_f1)], ["random tokens: mean F1", num(m.experts_explained.mean_random_token_f1)], ["routing F1 of the token baseline", num(m.experts_explained.mean_routing_f1)]])}${m.experts_explained.judge ? `<p class="note judge">${esc(m.experts_explained.judge)}</p>` : ""}</section>`;
   if (m.probe) {
     const ks = m.probe.ks;
     html += `<section><h2>k-sparse probing (this layer)</h2><table class="list"><thead><tr><th>concept</th><th>pos</th><th>neg</th>${ks.map((k) => `<th>k=${k}</th>`).join("")}</tr></thead><tbody>` +
