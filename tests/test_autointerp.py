@@ -488,3 +488,27 @@ def test_autointerp_summaries_carry_the_judge_and_the_baselines(text_runs, tmp_p
         run_autointerp(model, data, tmp_path / "req", AlwaysYes(), layer=1, feature_ids=fire, cfg=cfg,
                        progress=False, require_judge=True)
     assert "judge check FAILED" in str(info.value) and not (tmp_path / "req" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_batched_shared_prefix_scoring_equals_one_prompt_at_a_time(smollm2):
+    """``yes_probabilities`` (the shared prefix's key-value cache reused, the rest right-padded in batches)
+    gives each prompt's ``yes_probability``; and the probability scorer uses it."""
+    from moex.autointerp.prompts import single_messages
+
+    texts = ["The year 1999 was", "in the city of Paris (France) where", "a cat", "Apple and Google said on the 3rd"]
+    for explanation in ("tokens that contain a digit", 'the word right after "the"'):
+        prompts = [single_messages("detection", explanation, t) for t in texts]
+        batched = smollm2.yes_probabilities(prompts, batch_size=3)
+        assert batched == pytest.approx([smollm2.yes_probability(m) for m in prompts], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_replies_on_the_synthetic_set_parse(smollm2):
+    """The judge check with SmolLM2 writing 0/1 lists through its own chat template: every reply parses (what
+    it answers is another matter: see results/autointerp/judge)."""
+    from moex.autointerp.judge_check import check_judge
+    from moex.data.text.tokenizer import decode
+
+    check = check_judge(smollm2, wiki_rows(), lambda t: decode([t]), mode="list")
+    assert sum(f["failed"] for f in check["features"]) == 0, check

@@ -180,6 +180,47 @@ class LocalChat:
         p = torch.softmax(logits[self.answer_ids], dim=0)
         return float(p[0])
 
+    def yes_probabilities(self, conversations: list[list[dict[str, str]]], batch_size: int = 16) -> list[float]:
+        """``yes_probability`` of each conversation, computed together: the token prefix they all share (the
+        instructions and the explanation) runs once and its key-value cache is reused; the rest runs in
+        right-padded batches (padding after a row's last token cannot reach it under causal attention)."""
+        import torch
+
+        if not conversations:
+            return []
+        ids = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=True)
+               ["input_ids"] for m in conversations]
+        ids = [list(x[0] if x and isinstance(x[0], list) else x) for x in ids]
+        n = min(len(x) for x in ids) - 1  # every row keeps at least one token of its own
+        common = next((i for i in range(n) if len({x[i] for x in ids}) > 1), n)
+        out: list[float] = []
+        import inspect
+
+        # transformers >= 5.2x names the key-value cache ``cache``; earlier versions ``past_key_values``
+        key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        with self.lock, torch.no_grad():
+            prefix = torch.tensor([ids[0][:common]], device=self.device)
+            cache = getattr(self.model(prefix, use_cache=True), key) if common else None
+            for lo in range(0, len(ids), batch_size):
+                rows = [x[common:] for x in ids[lo:lo + batch_size]]
+                width = max(map(len, rows))
+                batch = torch.tensor([r + [self.tok.eos_token_id or 0] * (width - len(r)) for r in rows],
+                                     device=self.device)
+                mask = torch.tensor([[1] * (common + len(r)) + [0] * (width - len(r)) for r in rows],
+                                    device=self.device)
+                past = None
+                if cache is not None:
+                    import copy
+
+                    past = copy.deepcopy(cache)
+                    past.batch_repeat_interleave(len(rows))
+                positions = torch.arange(common, common + width, device=self.device).expand(len(rows), -1)
+                logits = self.model(batch, attention_mask=mask, position_ids=positions, use_cache=past is not None,
+                                    **{key: past}).logits
+                last = logits[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])].float()
+                out += torch.softmax(last[:, self.answer_ids], dim=1)[:, 0].tolist()
+        return out
+
 
 def load_llm(spec: str, cache_dir: str | Path | None = None, cfg: LLMConfig | None = None) -> Any:
     """``openai:URL:MODEL`` (key from $OPENAI_API_KEY), ``local:PATH`` (a model directory or .gguf) or

@@ -24,8 +24,12 @@ def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str
          concurrency: int, seed: int, mode: str = "list") -> tuple[list[Answer], Counter]:
     if mode == "probability":
         kind = "detection" if build is detection_messages else "fuzzing"
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            probs = list(pool.map(lambda it: llm.yes_probability(single_messages(kind, explanation, it[2])), items))
+        prompts = [single_messages(kind, explanation, text) for _, _, text in items]
+        if hasattr(llm, "yes_probabilities"):  # one explanation: a shared prefix, batched (LocalChat)
+            probs = llm.yes_probabilities(prompts)
+        else:
+            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                probs = list(pool.map(llm.yes_probability, prompts))
         return [Answer(label, w.decile if label else min(w.decile, -1), int(p > 0.5), p)
                 for (w, label, _), p in zip(items, probs)], Counter()
     order = np.random.default_rng(seed).permutation(len(items))
