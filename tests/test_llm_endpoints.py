@@ -180,3 +180,44 @@ def test_a_run_stopped_by_a_failing_endpoint_continues_where_it_stopped(tmp_path
                            cfg=cfg, progress=False)
     assert s["features_scored"] == 2 and s["features_resumed"] == 1 and up.calls == 5
     assert s["detection"]["n"] + s["detection"]["failed"] == 2 * 6
+
+
+def logprob_body(one: float, zero: float) -> bytes:
+    top = [{"token": " 1", "logprob": one}, {"token": "0", "logprob": zero}, {"token": "yes", "logprob": -9.0}]
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": "1"},
+                                    "logprobs": {"content": [{"token": "1", "logprob": one, "top_logprobs": top}]}}]
+                      }).encode()
+
+
+def test_log_probability_scoring_from_an_endpoint_that_returns_top_logprobs(tmp_path):
+    """With logprobs=true the scorer asks for one token and reads P("1") / (P("1") + P("0")) from its
+    top_logprobs (hand-computed), the AUC appears beside accuracy; without the setting it stays with 0/1 lists;
+    a body without logprobs is one error naming what is missing."""
+    import math
+
+    from moex.autointerp.examples import FeatureExamples, Window
+    from moex.autointerp.metrics import binary_metrics
+    from moex.autointerp.scoring import detection, scoring_mode
+
+    with Server(lambda n: logprob_body(-0.2, -1.9)) as srv:
+        llm = load_llm(f"openai:{srv.url}:m", cfg=LLMConfig(logprobs=True, retries=0))
+        p = llm.yes_probability(MSGS)
+        assert p == pytest.approx(math.exp(-0.2) / (math.exp(-0.2) + math.exp(-1.9)))
+        assert scoring_mode(llm) == "probability"
+        assert scoring_mode(load_llm(f"openai:{srv.url}:m")) == "list"
+    # a judge whose P("1") follows the label: AUC 1 even where every probability is above one half
+    ex = FeatureExamples(0, [], [Window(i, [1, 2], [1.0, 0.0], 0) for i in range(4)],
+                         [Window(10 + i, [3, 4], [0.0, 0.0], -1) for i in range(4)])
+
+    class Graded(OpenAIChat):
+        def _request(self, body, read):
+            text = body["messages"][-1]["content"]
+            return read(logprob_body(-0.1, -3.0) if "t1" in text else logprob_body(-0.5, -1.0))
+
+    judge = Graded("http://127.0.0.1:9/v1", "m", cfg=LLMConfig(logprobs=True))
+    answers, _ = detection(judge, "x", ex, lambda t: f" t{t}", mode=scoring_mode(judge))
+    m = binary_metrics(answers)
+    assert m["auc"] == 1.0 and m["yes_rate"] == 1.0 and m["balanced_accuracy"] == 0.5
+    with Server(lambda n: ok_body("1")) as srv:
+        with pytest.raises(LLMError, match="without choices\\[0\\].logprobs"):
+            load_llm(f"openai:{srv.url}:m", cfg=LLMConfig(logprobs=True, retries=0)).yes_probability(MSGS)

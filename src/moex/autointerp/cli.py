@@ -62,5 +62,6 @@ def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out")
     add_settings(p, "autointerp keys: window, n_explain, per_decile, n_deciles, n_negative, per_prompt, "
                     "concurrency, max_tokens, rule (nonzero|topk:K|auto), bos, seed; LLM keys: timeout (s, default "
-                    "60), retries (3), max_reply_tokens (300); or: compare DIR [DIR ...]")
+                    "60), retries (3), max_reply_tokens (300), logprobs (false; true: score from the endpoint's "
+                    "top_logprobs); or: compare DIR [DIR ...]")
     p.set_defaults(func=cmd_autointerp)

