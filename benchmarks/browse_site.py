@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -67,7 +68,8 @@ def main() -> None:
         size = sum(p.stat().st_size for p in (tmp / "site").rglob("*") if p.is_file())
     res = {"build_s": round(build_s, 2), "plain_forward_s": round(forward_s, 3), "ratio": round(build_s / forward_s, 1),
            "features": rec["width"], "games": rec["rows"], "tokens": rec["tokens"], "layer": rec["layer"],
-           "site_mb": round(size / 2**20, 1), "goal_s": 60, "met": build_s < 60}
+           "site_mb": round(size / 2**20, 1), "goal_s": 60, "met": build_s < 60,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
     print(json.dumps(res))
     if args.out:
         with open(args.out, "w") as f:

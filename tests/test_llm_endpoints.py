@@ -221,3 +221,26 @@ def test_log_probability_scoring_from_an_endpoint_that_returns_top_logprobs(tmp_
     with Server(lambda n: ok_body("1")) as srv:
         with pytest.raises(LLMError, match="without choices\\[0\\].logprobs"):
             load_llm(f"openai:{srv.url}:m", cfg=LLMConfig(logprobs=True, retries=0)).yes_probability(MSGS)
+
+
+def test_cli_judge_check_of_an_endpoint(tmp_path, capsys):
+    """``moex autointerp judge``: an endpoint that says yes to everything fails the check (exit 0, the verdict
+    printed and saved); with --require-judge the same is one error line and exit 2."""
+    pytest.importorskip("tiktoken")
+    from conftest import TEXT_DIR
+
+    def yes(n):
+        return ok_body(str([1] * 5))
+
+    args = ["autointerp", "judge", "scorer=list", "--data", str(TEXT_DIR / "wikitext-2-valid.txt"),
+            "--out", str(tmp_path / "j")]
+    with Server(yes) as srv:
+        assert main([*args, "--llm", f"openai:{srv.url}:m"]) == 0
+        assert "judge check FAILED" in capsys.readouterr().out
+        check = json.loads((tmp_path / "j" / "judge_check.json").read_text())
+        assert check["negative_yes_rate"] == 1.0 and not check["passed"] and srv.calls == 4 * 2 * 4
+        assert main([*args, "--llm", f"openai:{srv.url}:m", "--require-judge"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("moex: error: judge check FAILED") and err.count("\n") == 1 and srv.calls == 32
+    assert main(["autointerp", "judge", "--llm", "openai:http://127.0.0.1:9/v1:m"]) == 2
+    assert "usage: moex autointerp judge" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..cliutil import add_settings, settings_of
 from ..errors import MoexError
@@ -16,7 +17,13 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
             raise MoexError("usage: moex autointerp compare DIR [DIR ...] [--out DIR]")
         print(compare(args.settings[1:], args.out))
         return
-    if not (args.checkpoint and args.data and args.out):
+    judge_only = bool(args.settings) and args.settings[0] == "judge"
+    if judge_only:
+        args.settings = args.settings[1:]
+        if not (args.llm and args.data and args.out):
+            raise MoexError("usage: moex autointerp judge [scorer=list|probability] --llm SPEC --data FILE [FILE ...] "
+                            "--out DIR [--checkpoint RUN (its tokenizer; default GPT-2 BPE)]")
+    if not judge_only and not (args.checkpoint and args.data and args.out):
         raise MoexError("--checkpoint, --data and --out are required")
     from ..config import split_settings
     from ..interp.hf_readers import load_model_or_reader
@@ -26,6 +33,17 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
     ai, lc = split_settings(settings_of(args), AutointerpConfig, LLMConfig, source="autointerp settings")
     cfg = AutointerpConfig.from_dict(ai, "autointerp settings")
     llm_cfg = LLMConfig.from_dict(lc, "llm settings")
+    if judge_only:
+        from .judge_check import judge_line
+        from .pipeline import judge_for_run
+        from .scoring import scoring_mode
+
+        model = load_model_or_reader(args.checkpoint) if args.checkpoint else None
+        llm = load_llm(args.llm, cache_dir=f"{args.out}/llm-cache", cfg=llm_cfg)
+        check = judge_for_run(llm, model, args.data, scoring_mode(llm, cfg.scorer), Path(args.out), cfg.window,
+                              cfg.per_prompt, args.require_judge, cfg.seed)
+        print(f"{judge_line(check)} -> {args.out}/judge_check.json")
+        return
     model = load_model_or_reader(args.checkpoint)
     llm = load_llm(args.llm, cache_dir=f"{args.out}/llm-cache", cfg=llm_cfg) if args.llm else None
     s = run_autointerp(model, args.data, args.out, llm, layer=args.layer, site=args.site, n_features=args.features,
@@ -47,7 +65,8 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
 
 def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("autointerp", help="explain and score features with an LLM (detection, fuzzing); "
-                                          "'compare DIR...' puts runs side by side")
+                                          "'compare DIR...' puts runs side by side; 'judge' runs the judge "
+                                          "check alone")
     p.add_argument("--checkpoint", help="moex run directory or Hugging Face model directory")
     p.add_argument("--data", nargs="+", help="text files or a `moex data text build` directory")
     p.add_argument("--layer", type=int)
@@ -63,5 +82,5 @@ def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
     add_settings(p, "autointerp keys: window, n_explain, per_decile, n_deciles, n_negative, per_prompt, "
                     "concurrency, max_tokens, rule (nonzero|topk:K|auto), bos, seed; LLM keys: timeout (s, default "
                     "60), retries (3), max_reply_tokens (300), logprobs (false; true: score from the endpoint's "
-                    "top_logprobs); or: compare DIR [DIR ...]")
+                    "top_logprobs); or: compare DIR [DIR ...]; or: judge (the judge check of --llm on --data)")
     p.set_defaults(func=cmd_autointerp)

@@ -203,6 +203,34 @@ class LocalChat:
                                       pad_token_id=self.tok.eos_token_id)
         return self.tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
+    def complete_binary_list(self, messages: list[dict[str, str]], n: int) -> str:
+        """The reply to a prompt that asks for a list of ``n`` 0/1 values, decoded under that format: the
+        answer starts with "[", only tokens made of "0", "1", ",", " " and "]" may follow, and it stops at
+        "]" (or after room for ``n`` values). A small model that would answer in prose gives a list; the
+        reply is still parsed by the same rules as an endpoint's (a wrong length fails)."""
+        import torch
+
+        if not hasattr(self, "_list_tokens"):
+            texts = {i: self.tok.decode([i]) for i in range(len(self.tok))}
+            allowed = [i for i, t in texts.items() if t and set(t) <= set("01, ]")]
+            self._list_tokens = (torch.tensor(allowed), [i for i in allowed if "]" in texts[i]])
+
+        allowed, closing = self._list_tokens
+
+        def only_list_tokens(input_ids, scores):
+            mask = torch.full_like(scores, float("-inf"))
+            mask[:, allowed] = 0
+            return scores + mask
+
+        with self.lock, torch.no_grad():
+            enc = self._inputs(messages)
+            opening = torch.tensor([self.tok.encode("[", add_special_tokens=False)], device=self.device)
+            ids = torch.cat([enc["input_ids"], opening], dim=1)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3 * n + 2,
+                                      do_sample=False, logits_processor=[only_list_tokens], eos_token_id=closing,
+                                      pad_token_id=self.tok.eos_token_id)
+        return "[" + self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
     def yes_probability(self, messages: list[dict[str, str]]) -> float:
         """P("1") / (P("1") + P("0")) for the next token: a yes/no answer read without free text."""
         import torch

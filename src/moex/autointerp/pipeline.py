@@ -163,11 +163,12 @@ def choose_rule(site, rows: list[list[int]], device: str) -> str:
 
 def judge_for_run(llm: Any, model: Any, data: list[str], mode: str, out: Path, window: int, per_prompt: int = 5,
                   require: bool = False, seed: int = 0) -> dict[str, Any]:
-    """The judge check of ``llm`` on synthetic features from ``data`` read with ``model``'s tokenizer, kept in
-    ``out/judge_check.json`` (read back when the same judge, scorer and settings ran it before); with
+    """The judge check of ``llm`` on synthetic features from ``data`` read with ``model``'s tokenizer (None:
+    GPT-2 BPE), kept in ``out/judge_check.json`` (read back when the same judge, scorer and settings ran it before); with
     ``require`` a failing judge is an error (``JudgeError``)."""
     cfg = JudgeCheckConfig(window=window)
-    key = {"judge": getattr(llm, "name", type(llm).__name__), "scorer": mode, "config": asdict(cfg)}
+    key = {"judge": getattr(llm, "name", type(llm).__name__), "scorer": mode, "config": asdict(cfg),
+           "data": [str(d) for d in data]}
     path = out / "judge_check.json"
     if path.exists() and all(read_json(path).get(k) == v for k, v in key.items()):
         check = read_json(path)
@@ -177,6 +178,7 @@ def judge_for_run(llm: Any, model: Any, data: list[str], mode: str, out: Path, w
             check = check_judge(llm, rows, decode_one, mode, cfg, per_prompt=per_prompt, seed=seed)
         except NotEnoughText as e:  # the run goes on, its scores marked unverified
             check = {**key, "passed": False, "skipped": str(e)}
+        check["data"] = key["data"]
         write_json(path, check)
     if require:
         require_passed(check)

@@ -34,8 +34,14 @@ def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str
                 for (w, label, _), p in zip(items, probs)], Counter()
     order = np.random.default_rng(seed).permutation(len(items))
     batches = [[items[i] for i in order[lo:lo + per_prompt]] for lo in range(0, len(order), per_prompt)]
+    def ask(batch):
+        messages = build(explanation, [t for _, _, t in batch])
+        if hasattr(llm, "complete_binary_list"):  # a local model: its reply decoded under the list format
+            return llm.complete_binary_list(messages, len(batch))
+        return llm.complete(messages)
+
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        replies = list(pool.map(lambda b: llm.complete(build(explanation, [t for _, _, t in b])), batches))
+        replies = list(pool.map(ask, batches))
     answers, failures = [], Counter()
     for batch, reply in zip(batches, replies):
         parsed = parse_binary_list(reply, len(batch))
