@@ -117,7 +117,7 @@ def test_best_bsps_and_firing_rates_against_loops():
     assert np.all(np.abs(res.lift[4][np.isfinite(res.lift[4])]) < 1e-6)  # always on: no lift
     feats = feats[:60]
     labels = labels[:60]
-    rate = firing_rate_given_label(feats > 0, labels)
+    rate = firing_rate_given_label(feats, labels)
     for f in range(5):
         for g in range(7):
             assert abs(rate[f, g] - (feats[labels[:, g], f] > 0).mean()) < 1e-6

@@ -273,7 +273,7 @@ def chess_extras(corpus: Corpus, st: FeatureStats, cfg: BrowseConfig, device: st
     train = train_mask_for(labels.game, len(corpus.games), cfg.train_fraction)
     best = best_bsps_per_feature(st.at_positions, labels.bsp(), train, st.f_max_first.numpy(), top=cfg.bsps,
                                  device=device)
-    heat = firing_rate_given_label(st.at_positions > 0, labels.bsp())
+    heat = firing_rate_given_label(st.at_positions, labels.bsp())
     return {"scores": scores, "best": best, "heatmap": heat}
 
 
@@ -305,7 +305,7 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
                              "threshold": float(b.threshold[f, j]), "tp": int(b.tp[f, j]),
                              "positives": int(b.positives[f, j]), "base_rate": _r(b.base_rate[f, j]),
                              "lift": _r(b.lift[f, j])} for j in range(b.bsp.shape[1]) if b.lift[f, j] > 0]
-            page["fires_at_positions"] = int((st.at_positions[:, f] > 0).sum())
+            page["fires_at_positions"] = int(st.at_positions.fires[f])
             page["n_positions"] = int(st.at_positions.shape[0])
             page["heatmap"] = _rates(extras["heatmap"][f].reshape(12, 64))
             page["characters"] = characters(corpus, st, f)

@@ -7,13 +7,16 @@ feature is its max activation there. A feature fires where its activation is > 0
   positions).
 - Pass 2 (f_max known): the histogram of a / f_max over the firing tokens (``BINS`` equal bins of (0, 1]),
   and per activation decile (of a window's score / f_max) a uniform random sample of windows.
-Memory: O(top x features x window) plus one batch, whatever the number of rows.
+Memory: O(top x features x window) plus one batch, whatever the number of rows; the features at the chosen
+positions go to a column store on disk (``PositionFeatures``), read back a block of columns at a time.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,6 +51,47 @@ class TopWindows:
         self.scores = best
 
 
+class PositionFeatures:
+    """A (positions x features) float32 matrix kept on disk in blocks of ``block`` columns, appended a few rows
+    at a time and read back a block of columns at a time (``columns``), so that memory does not grow with the
+    number of positions. ``fires`` counts, per feature, the positions where it is > 0. The files live in a
+    temporary directory removed with the object."""
+
+    def __init__(self, width: int, block: int = 512):
+        self.width, self.block, self.n = width, block, 0
+        self._dir = tempfile.TemporaryDirectory(prefix="moex-positions-")
+        self._paths = [Path(self._dir.name) / f"{lo}.f32" for lo in range(0, width, block)]
+        self._files = [open(p, "wb") for p in self._paths]
+        self.fires = np.zeros(width, np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.width)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float32).reshape(-1, self.width)
+        for i, f in enumerate(self._files):
+            f.write(np.ascontiguousarray(rows[:, i * self.block:(i + 1) * self.block]).tobytes())
+        self.fires += (rows > 0).sum(0)
+        self.n += rows.shape[0]
+
+    def _block(self, i: int) -> np.ndarray:
+        self._files[i].flush()
+        width = min(self.block, self.width - i * self.block)
+        return np.fromfile(self._paths[i], dtype=np.float32).reshape(self.n, width)
+
+    def columns(self, lo: int, hi: int) -> np.ndarray:
+        """(positions, hi - lo) float32: columns ``lo:hi``, read from the blocks that hold them."""
+        first, last = lo // self.block, (hi - 1) // self.block
+        blocks = [self._block(i) for i in range(first, last + 1)]
+        joined = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+        return joined[:, lo - first * self.block:hi - first * self.block]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.columns(0, self.width) if self.width else np.zeros((self.n, 0), np.float32)
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass
 class FeatureStats:
     width: int
@@ -59,7 +103,7 @@ class FeatureStats:
     top: TopWindows | None = None
     histogram: Tensor | None = None  # (n, BINS)
     deciles: list[TopWindows] = field(default_factory=list)  # per decile; scores are random keys
-    at_positions: np.ndarray | None = None  # (P, n) features at the chosen positions
+    at_positions: PositionFeatures | None = None  # (P, n) features at the chosen positions, on disk
     occurrences: Tensor | None = None  # (V,) tokens of each id (small vocabularies only)
     firing_by_token: Tensor | None = None  # (V, n) firing tokens of each id
 
@@ -101,7 +145,8 @@ def feature_stats(site: Site, rows: Sequence[Sequence[int]], window: int, top: i
     if vocab:
         st.occurrences, st.firing_by_token = torch.zeros(vocab), torch.zeros(vocab, site.width)
     n_first = len(rows) if fmax_rows is None else fmax_rows
-    at_positions = []
+    if positions is not None:
+        st.at_positions = PositionFeatures(site.width)
     bar = tqdm(total=2 * len(rows), desc="feature statistics", unit=" rows", disable=not progress)
     for chunk in collect(site, rows, batch=batch, device=device, length=length):
         f, mask = chunk.features.cpu(), chunk.mask.cpu()
@@ -122,11 +167,9 @@ def feature_stats(site: Site, rows: Sequence[Sequence[int]], window: int, top: i
         scores, acts = windowed(f, mask, window)
         st.top.update(scores, torch.arange(chunk.index * nw, (chunk.index + len(f)) * nw), acts)
         if positions is not None:
-            for i in range(len(f)):
-                at_positions.append(f[i, list(positions[chunk.index + i])].numpy())
+            st.at_positions.append(np.concatenate([f[i, list(positions[chunk.index + i])].numpy()
+                                                   for i in range(len(f))]))
         bar.update(len(f))
-    if positions is not None:
-        st.at_positions = np.concatenate(at_positions) if at_positions else np.zeros((0, site.width), np.float32)
     st.histogram = torch.zeros(site.width, BINS + 1)
     st.deciles = [TopWindows(per_decile, site.width, window) for _ in range(DECILES)] if per_decile else []
     gen = torch.Generator().manual_seed(seed)

@@ -14,7 +14,9 @@ definitions as the MoE-X paper's appendix writes them:
   set (0 when nothing is predicted), averaged over boards; the best t is reported.
 Unlike Karvonen's reconstruction code, which counts firing high-precision features in int8 and wraps
 past 127 for one square, the prediction here is a boolean any(): it cannot overflow.
-Vectorised torch, chunked over features so memory stays O(positions x chunk).
+Vectorised torch, chunked over features so memory stays O(positions x chunk). ``features`` may be an array
+or any object with ``shape`` and ``columns(lo, hi) -> (P, hi - lo) array`` (e.g. a store on disk), so the
+whole (positions x features) matrix need never be in memory.
 """
 
 from __future__ import annotations
@@ -27,6 +29,24 @@ import torch
 
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(11))
 EPS = 1e-8
+
+
+def column_block(features: Any, lo: int, hi: int) -> torch.Tensor:
+    """Columns ``lo:hi`` of ``features`` (an array or tensor, or a column store with ``columns(lo, hi)``)."""
+    if hasattr(features, "columns"):
+        return torch.from_numpy(np.ascontiguousarray(features.columns(lo, hi)))
+    return torch.as_tensor(features)[:, lo:hi]
+
+
+def column_max(features: Any, chunk: int = 1024) -> torch.Tensor:
+    n = features.shape[1]
+    return torch.cat([column_block(features, lo, min(n, lo + chunk)).float().max(dim=0).values
+                      for lo in range(0, n, chunk)])
+
+
+def block_width(n_positions: int, chunk: int, budget: int = 4_000_000) -> int:
+    """Feature columns per block: ``chunk``, fewer when the positions are many (memory ~ positions x width)."""
+    return max(1, min(chunk, budget // max(1, n_positions)))
 
 
 @dataclass
@@ -66,26 +86,29 @@ def bsp_metrics(
     ``train_mask`` (P,) bool selects the positions that label features; the rest are the test positions.
     ``f_max`` defaults to the column max of ``features``.
     """
-    feats = torch.as_tensor(features)
-    lab = torch.as_tensor(labels).to(device=device, dtype=torch.float32)
+    shape = features.shape
     train = torch.as_tensor(train_mask, dtype=torch.bool).to(device)
-    if feats.shape[0] != lab.shape[0] or train.shape[0] != lab.shape[0]:
-        raise ValueError(f"features ({feats.shape[0]}), labels ({lab.shape[0]}) and train mask "
+    lab_bool = torch.as_tensor(labels).to(device)
+    if shape[0] != lab_bool.shape[0] or train.shape[0] != lab_bool.shape[0]:
+        raise ValueError(f"features ({shape[0]}), labels ({lab_bool.shape[0]}) and train mask "
                          f"({train.shape[0]}) must have one row per position")
     if not train.any() or train.all():
         raise ValueError("need both train and test positions")
-    fmax = torch.as_tensor(f_max) if f_max is not None else feats.max(dim=0).values
+    fmax = torch.as_tensor(f_max) if f_max is not None else column_max(features, chunk)
     fmax = fmax.to(device=device, dtype=torch.float32)
-    n_feat, n_bsp, n_t = feats.shape[1], lab.shape[1], len(thresholds)
-    lab_tr, lab_te = lab[train], lab[~train]
+    n_feat, n_bsp, n_t = shape[1], lab_bool.shape[1], len(thresholds)
+    lab_tr, lab_te = lab_bool[train].float(), lab_bool[~train].float()
+    del lab_bool
+    chunk = block_width(shape[0], chunk)
     true_tr, true_te = lab_tr.sum(0), lab_te.sum(0)
 
     best_f1 = torch.zeros(n_t, n_bsp, device=device)  # max over features, per t and BSP
     pred = torch.zeros(n_t, int((~train).sum()), n_bsp, dtype=torch.bool, device=device)  # any HP feature on
     for lo in range(0, n_feat, chunk):
-        f = feats[:, lo:lo + chunk].to(device=device, dtype=torch.float32)
+        f = column_block(features, lo, min(n_feat, lo + chunk)).to(device=device, dtype=torch.float32)
         fm = fmax[lo:lo + chunk]
         f_tr, f_te = f[train], f[~train]
+        del f
         for ti, t in enumerate(thresholds):
             on_tr = (f_tr > t * fm).float()
             tp = on_tr.T @ lab_tr  # (chunk, G)
@@ -152,18 +175,19 @@ def best_bsps_per_feature(
     """For every feature, its ``top`` BSPs by lift (F1 above the always-true classifier's) on the train
     positions, each at its own best threshold by F1 among those with at least ``min_tp`` true positives
     (feature f on iff F > t * f_max(f), as in ``bsp_metrics``; ``min_tp`` as the reconstruction rule's)."""
-    feats = torch.as_tensor(features)
+    n_feat = features.shape[1]
     train = torch.as_tensor(train_mask, dtype=torch.bool)
     lab = torch.as_tensor(labels)[train].to(device=device, dtype=torch.float32)
     fmax = torch.as_tensor(f_max).to(device=device, dtype=torch.float32)
+    chunk = block_width(features.shape[0], chunk)
     n_true = lab.sum(0)
     base = n_true / max(1, lab.shape[0])
     base_f1 = 2 * base / (1 + base)
     top = min(top, lab.shape[1])
     keys = ("bsp", "f1", "precision", "recall", "threshold", "tp", "positives", "base_rate", "lift")
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-    for lo in range(0, feats.shape[1], chunk):
-        f = feats[train][:, lo:lo + chunk].to(device=device, dtype=torch.float32)
+    for lo in range(0, n_feat, chunk):
+        f = column_block(features, lo, min(n_feat, lo + chunk))[train].to(device=device, dtype=torch.float32)
         fm = fmax[lo:lo + chunk]
         best = torch.full((f.shape[1], lab.shape[1]), -1.0, device=device)
         best_tp, best_on, best_t = torch.zeros_like(best), torch.zeros_like(best), torch.zeros_like(best)
@@ -187,12 +211,16 @@ def best_bsps_per_feature(
     return FeatureBSPs(**{k: torch.cat(v).cpu().numpy() for k, v in out.items()})
 
 
-def firing_rate_given_label(on: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(n, G): P(feature on | label g true) over the positions, from ``on`` (P, n) bool and ``labels`` (P, G)
-    bool; NaN where a label is never true."""
-    on_t = torch.as_tensor(on).float()
+def firing_rate_given_label(features: Any, labels: torch.Tensor | np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """(n, G): P(feature on | label g true) over the positions, a feature on where its value is > 0, from
+    ``features`` (P, n; an array or a column store) and ``labels`` (P, G) bool; NaN where a label is never
+    true."""
     lab = torch.as_tensor(labels).float()
     count = lab.sum(0)
-    rate = (on_t.T @ lab) / count.clamp_min(1)[None, :]
+    n = features.shape[1]
+    chunk = block_width(features.shape[0], chunk)
+    hits = torch.cat([(column_block(features, lo, min(n, lo + chunk)) > 0).float().T @ lab
+                      for lo in range(0, n, chunk)])
+    rate = hits / count.clamp_min(1)[None, :]
     rate[:, count == 0] = float("nan")
     return rate.numpy()
