@@ -140,6 +140,11 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
     afile, text = str(tmp_path / "afile"), str(TEXT_DIR / "tiny-shakespeare.txt")
+    hangs, dies = tmp_path / "hangs.sh", tmp_path / "dies.sh"  # "engines" that never answer UCI / exit at once
+    hangs.write_text("#!/bin/sh\nsleep 600\n")
+    dies.write_text("#!/bin/sh\necho garbage\nexit 3\n")
+    hangs.chmod(0o755)
+    dies.chmod(0o755)
     cases = [
         (["data", "chess", "import", str(pgn), "--out", afile], "afile"),
         (["data", "chess", "import", str(pgn), "--out", str(tmp_path / "i"), "--min-chars", "-5"], "min_chars=-5"),
@@ -147,6 +152,12 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
         (["data", "chess", "generate", "--games", "-5", "--out", str(tmp_path / "g")], "-5"),
         (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "engine=stockfish",
           "stockfish_path=/nonexistent"], "/nonexistent"),
+        (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "stockfish_path=/nonexistent"],
+         "/nonexistent"),  # engine=auto with a path named: no silent fallback to the random player
+        (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "--workers", "2",
+          f"stockfish_path={dies}"], "exit code: 3"),
+        (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "--workers", "2",
+          f"stockfish_path={hangs}"], "no UCI answer within 20 s"),
         (["data", "chess", "build", str(games), "--out", str(tmp_path / "b"), "--block", "0"], "block"),
         (["data", "chess", "build", str(tmp_path / "binary.txt"), "--out", str(tmp_path / "b")], "binary.txt"),
         (["data", "chess", "build", str(games), "--out", afile, "--block", "16"], "afile"),

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import Config, ConfigError
-from ..data.chess.selfplay import StockfishMissing, opening_moves, read_openings, require_stockfish
+from ..data.chess.selfplay import StockfishMissing, open_stockfish, opening_moves, read_openings  # noqa: F401 (re-exported)
 from ..data.chess.transcript import moves_to_transcript
 from .legal_moves import MoveWriter, classify
 
@@ -159,12 +159,8 @@ class Opponent:
     def __init__(self, cfg: MatchConfig):
         self.cfg, self.rng, self.engine = cfg, random.Random(cfg.seed + 1), None
         if any(lv > -2 for lv in cfg.levels):
-            path = require_stockfish(cfg.stockfish_path or None, "play only the random mover (levels=[-2])")
-            try:
-                self.engine = chess.engine.SimpleEngine.popen_uci(path, timeout=20)
-                self.engine.configure({"Threads": 1})
-            except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError, TimeoutError) as e:
-                raise StockfishMissing(f"{path}: could not start it as a UCI engine ({e})") from None
+            self.engine = open_stockfish(cfg.stockfish_path or None, "play only the random mover (levels=[-2])")
+            self.engine.configure({"Threads": 1})
 
     def move(self, board: chess.Board, level: int) -> chess.Move:
         if level == -2:

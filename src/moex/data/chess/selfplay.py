@@ -57,6 +57,8 @@ class SelfPlayConfig(Config):
         """``engine=auto`` made concrete: Stockfish when it is installed, else the random player (said)."""
         if self.engine != "auto":
             return self
+        if self.stockfish_path:  # named explicitly: it must be there, no silent fallback
+            require_stockfish(self.stockfish_path, "leave stockfish_path unset")
         if find_stockfish(self.stockfish_path):
             return dataclasses.replace(self, engine="stockfish")
         print("Stockfish not found (apt-get install stockfish): using the pure-Python random player")
@@ -84,6 +86,17 @@ def require_stockfish(path: str | None, otherwise: str) -> str:
         where = f"stockfish_path={path!r} does not exist" if path else "Stockfish was not found on PATH or in /usr/games"
         raise StockfishMissing(f"{where}: install it (apt-get install stockfish, brew install stockfish) or {otherwise}")
     return found
+
+
+def open_stockfish(path: str | None, otherwise: str, timeout: float = 20) -> chess.engine.SimpleEngine:
+    """Stockfish (``require_stockfish``) started as a UCI engine; a program that is not one (it hangs, exits
+    or says something else within ``timeout`` seconds) is a ``StockfishMissing`` naming it."""
+    found = require_stockfish(path, otherwise)
+    try:
+        return chess.engine.SimpleEngine.popen_uci(found, timeout=timeout)
+    except (chess.engine.EngineError, chess.engine.EngineTerminatedError, OSError, TimeoutError) as e:
+        reason = f"no UCI answer within {timeout:g} s" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+        raise StockfishMissing(f"{found}: could not start it as a UCI engine ({reason})") from None
 
 
 def random_move(board: chess.Board, rng: random.Random) -> chess.Move:
@@ -132,8 +145,7 @@ class Player:
         self.cfg = cfg
         self.engine = None
         if cfg.engine == "stockfish":
-            path = require_stockfish(cfg.stockfish_path, "use engine=random")
-            self.engine = chess.engine.SimpleEngine.popen_uci(path)
+            self.engine = open_stockfish(cfg.stockfish_path, "use engine=random")
             self.engine.configure({"Threads": 1, "Hash": 16})
 
     def close(self) -> None:
@@ -204,8 +216,8 @@ def generate_games(
     if workers < 0:
         raise ConfigError(f"workers={workers} must be >= 0")
     cfg = cfg.resolved()
-    if cfg.engine == "stockfish":  # before any worker starts
-        require_stockfish(cfg.stockfish_path, "use engine=random")
+    if cfg.engine == "stockfish":  # before any worker starts: a broken engine would kill every worker
+        open_stockfish(cfg.stockfish_path, "use engine=random").quit()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     openings = openings or []
