@@ -117,10 +117,13 @@ class HFModel(Reader):
 
         def hook(module, args, kwargs, output):
             seen["args"], seen["kwargs"], seen["output"] = args, kwargs, output
+            raise _Captured  # the layers above are not needed: stop the forward pass here
 
         handle = self._hook_target(layer).register_forward_hook(hook, with_kwargs=True)
         try:
             self.model(input_ids=idx.to(self.model.device))
+        except _Captured:
+            pass
         finally:
             handle.remove()
         if "output" not in seen:
@@ -149,6 +152,10 @@ class HFModel(Reader):
 
     def n_experts(self, layer: int) -> int:
         return self.mlp(layer).experts.gate_up_proj.shape[0] if self.kinds[layer] == "moe" else 1
+
+
+class _Captured(Exception):
+    """Raised by a capture hook once it has what it needs, to end the forward pass early."""
 
 
 def load_model_or_reader(path: str | Path) -> Any:
