@@ -205,31 +205,33 @@ class LocalChat:
 
     def complete_binary_list(self, messages: list[dict[str, str]], n: int) -> str:
         """The reply to a prompt that asks for a list of ``n`` 0/1 values, decoded under that format: the
-        answer starts with "[", only tokens made of "0", "1", ",", " " and "]" may follow, and it stops at
-        "]" (or after room for ``n`` values). A small model that would answer in prose gives a list; the
-        reply is still parsed by the same rules as an endpoint's (a wrong length fails)."""
+        answer opens with "[", each value is the likelier of the tokens "1" and "0" at its place, the
+        separators and the closing "]" are written in (the key-value cache carries the reply along). A small
+        model that would answer in prose gives a list, which is then parsed by the same rules as an
+        endpoint's."""
         import torch
 
-        if not hasattr(self, "_list_tokens"):
-            texts = {i: self.tok.decode([i]) for i in range(len(self.tok))}
-            allowed = [i for i, t in texts.items() if t and set(t) <= set("01, ]")]
-            self._list_tokens = (torch.tensor(allowed), [i for i in allowed if "]" in texts[i]])
-
-        allowed, closing = self._list_tokens
-
-        def only_list_tokens(input_ids, scores):
-            mask = torch.full_like(scores, float("-inf"))
-            mask[:, allowed] = 0
-            return scores + mask
-
+        key = self._cache_key()
+        sep = self.tok.encode(", ", add_special_tokens=False)
+        one, zero = self.answer_ids
         with self.lock, torch.no_grad():
-            enc = self._inputs(messages)
-            opening = torch.tensor([self.tok.encode("[", add_special_tokens=False)], device=self.device)
-            ids = torch.cat([enc["input_ids"], opening], dim=1)
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3 * n + 2,
-                                      do_sample=False, logits_processor=[only_list_tokens], eos_token_id=closing,
-                                      pad_token_id=self.tok.eos_token_id)
-        return "[" + self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            ids = torch.cat([self._inputs(messages)["input_ids"],
+                             torch.tensor([self.tok.encode("[", add_special_tokens=False)], device=self.device)], 1)
+            out = self.model(ids, use_cache=True)
+            values = []
+            for i in range(n):
+                logits = out.logits[0, -1]
+                values.append(1 if logits[one] > logits[zero] else 0)
+                if i < n - 1:
+                    step = torch.tensor([[one if values[-1] else zero, *sep]], device=self.device)
+                    out = self.model(step, use_cache=True, **{key: getattr(out, key)})
+        return "[" + ", ".join(map(str, values)) + "]"
+
+    def _cache_key(self) -> str:
+        """transformers >= 5.2x names the key-value cache ``cache``; earlier versions ``past_key_values``."""
+        import inspect
+
+        return "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     def yes_probability(self, messages: list[dict[str, str]]) -> float:
         """P("1") / (P("1") + P("0")) for the next token: a yes/no answer read without free text."""
@@ -254,10 +256,7 @@ class LocalChat:
         n = min(len(x) for x in ids) - 1  # every row keeps at least one token of its own
         common = next((i for i in range(n) if len({x[i] for x in ids}) > 1), n)
         out: list[float] = []
-        import inspect
-
-        # transformers >= 5.2x names the key-value cache ``cache``; earlier versions ``past_key_values``
-        key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        key = self._cache_key()
         with self.lock, torch.no_grad():
             prefix = torch.tensor([ids[0][:common]], device=self.device)
             cache = getattr(self.model(prefix, use_cache=True), key) if common else None
