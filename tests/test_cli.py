@@ -157,7 +157,7 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
         (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "--workers", "2",
           f"stockfish_path={dies}"], "exit code: 3"),
         (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "--workers", "2",
-          f"stockfish_path={hangs}"], "no UCI answer within 20 s"),
+          f"stockfish_path={hangs}", "engine_timeout=2"], "no UCI answer within 2 s"),
         (["data", "chess", "build", str(games), "--out", str(tmp_path / "b"), "--block", "0"], "block"),
         (["data", "chess", "build", str(tmp_path / "binary.txt"), "--out", str(tmp_path / "b")], "binary.txt"),
         (["data", "chess", "build", str(games), "--out", afile, "--block", "16"], "afile"),

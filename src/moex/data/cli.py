@@ -98,7 +98,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--openings", help="file of opening lines (one transcript a line; header 'opening' allowed)")
     add_settings(s, "self-play keys: engine=auto|stockfish|random, nodes (per White move, default 2000), "
                     "max_plies, opening_fraction, exact_recipe=true (Skill Level + 0.01 s/move, not "
-                    "reproducible), stockfish_path")
+                    "reproducible), stockfish_path, engine_timeout (s to answer UCI, default 20)")
     s.set_defaults(func=cmd_generate)
 
     s = csub.add_parser("build", help="games.txt files -> train.bin/val.bin blocks + meta.json")

@@ -46,12 +46,13 @@ class SelfPlayConfig(Config):
     opening_fraction: float = 0.3
     exact_recipe: bool = False
     stockfish_path: str | None = None
+    engine_timeout: float = 20.0  # seconds for Stockfish to answer UCI at start-up
 
     def validate(self) -> None:
         if self.engine not in ("auto", "stockfish", "random"):
             raise ConfigError(f"engine={self.engine!r} must be auto, stockfish or random")
-        if self.nodes < 1 or self.max_plies < 1 or not 0 <= self.opening_fraction <= 1:
-            raise ConfigError("nodes and max_plies must be positive and opening_fraction in 0..1")
+        if self.nodes < 1 or self.max_plies < 1 or not 0 <= self.opening_fraction <= 1 or self.engine_timeout <= 0:
+            raise ConfigError("nodes, max_plies and engine_timeout must be positive and opening_fraction in 0..1")
 
     def resolved(self) -> "SelfPlayConfig":
         """``engine=auto`` made concrete: Stockfish when it is installed, else the random player (said)."""
@@ -145,7 +146,7 @@ class Player:
         self.cfg = cfg
         self.engine = None
         if cfg.engine == "stockfish":
-            self.engine = open_stockfish(cfg.stockfish_path, "use engine=random")
+            self.engine = open_stockfish(cfg.stockfish_path, "use engine=random", cfg.engine_timeout)
             self.engine.configure({"Threads": 1, "Hash": 16})
 
     def close(self) -> None:
@@ -217,7 +218,7 @@ def generate_games(
         raise ConfigError(f"workers={workers} must be >= 0")
     cfg = cfg.resolved()
     if cfg.engine == "stockfish":  # before any worker starts: a broken engine would kill every worker
-        open_stockfish(cfg.stockfish_path, "use engine=random").quit()
+        open_stockfish(cfg.stockfish_path, "use engine=random", cfg.engine_timeout).quit()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     openings = openings or []
