@@ -26,3 +26,5 @@ PY
 /usr/bin/time -o "$out/probe.time.txt" moex --threads 1 probe --model "$work/smollm2-hf" \
     --conllu "$text/ud-english-ewt/en_ewt-ud-dev.conllu" --layers 0 3 6 9 12 15 18 21 24 27 29 --out "$work/probe"
 cp "$work/probe"/probe.{json,md,png} "$out/"
+# the feature browser of one layer on real text (not copied here: open WORK/site/index.html)
+moex --threads 2 browse --checkpoint "$work/smollm2-hf" --data "$text/wikitext-2-test.txt" --layer 15 --out "$work/site"
