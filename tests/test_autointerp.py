@@ -473,6 +473,9 @@ def test_autointerp_summaries_carry_the_judge_and_the_baselines(text_runs, tmp_p
     assert "judge check FAILED" in md and "| detection (judge failed) |" in md and "| yes rate |" in md
     assert "detection (judge failed) | fuzzing (judge failed)" in md
     assert (tmp_path / "yes" / "judge_check.json").exists()
+    from moex.autointerp.pipeline import compare
+
+    assert "(judge failed)" in compare([tmp_path / "yes"])
     alone = run_autointerp(model, data, tmp_path / "none", None, layer=1, feature_ids=fire, cfg=cfg, progress=False)
     assert alone["judge"] is None and alone["detection"]["n"] == 0
     assert alone["token_baseline"]["detection"]["n"] > 0 and alone["token_baseline"]["random_detection"]["n"] > 0

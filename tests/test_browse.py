@@ -329,9 +329,11 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
     page = read_site_data(out / "data" / "features" / f"{f}.js")
     assert page["explanation"] == "the letter e" and page["detection"] is not None
     assert "judge check FAILED" in page["judge"]  # it alternates 1, 0 whatever it is shown: no information
+    assert "judge check FAILED" in read_site_data(out / "data" / "index.js")["judge"]["features"]
     if find_chromium() is not None:
         dom = dump_dom(page_url(out, f"feature.html?id={f}"))
         assert "judge check FAILED" in dom and "the letter e" in dom
+        assert "judge check FAILED" in dump_dom(page_url(out, "index.html"))
     assert read_site_data(out / "data" / "index.js")["features"]["explanation"][f] == "the letter e"
     with pytest.raises(MoexError, match=r"ai/summary.json: made from model .*not from .*gelu"):
         build_site(text_runs / "gelu", tmp_path / "other", data=text, layer=1, autointerp=tmp_path / "ai",

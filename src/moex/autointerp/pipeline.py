@@ -373,8 +373,9 @@ def compare(dirs: list[str | Path], out: str | Path | None = None) -> str:
     summaries = {str(d): read_output(d, "summary.json", "autointerp")[1] for d in dirs}
     lines = ["| run | site | features | detection acc. | fuzzing acc. | failed |", "|---|---|---|---|---|---|"]
     for name, s in summaries.items():
+        flag = judge_flag(s.get("judge"))
         lines.append(f"| {name} | {s['site']} L{s['layer']} | {s['features_scored']} | "
-                     f"{format_accuracy(s['detection'])} | {format_accuracy(s['fuzzing'])} | "
+                     f"{format_accuracy(s['detection'])}{flag} | {format_accuracy(s['fuzzing'])}{flag} | "
                      f"{s['detection']['failed'] + s['fuzzing']['failed']} |")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)

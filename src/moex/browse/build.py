@@ -507,8 +507,11 @@ def build_site(checkpoint: str | Path, out: str | Path, games: str | Path | None
                      "random_detection": ai["token_baseline"].get("random_detection", {}).get("accuracy"),
                      "judge": judge_line(ai.get("judge")) if ai.get("llm") else None} if ai else None}
     _js(tmp / "data" / "model.js", "model", model_page)
+    judges = {"features": (model_page["autointerp"] or {}).get("judge"),
+              "experts": (model_page["experts_explained"] or {}).get("judge")}  # the verdicts head the index too
     _js(tmp / "data" / "index.js", "index", {"title": f"{Path(checkpoint).name}: {s.name} layer {s.layer}",
-                                              "kind": corpus.kind, "features": index, "experts": expert_index})
+                                              "kind": corpus.kind, "features": index, "experts": expert_index,
+                                              "judge": judges})
     record["seconds"] = round(time.time() - t0, 2)
     write_json(tmp / SITE_JSON, record)
     if out.exists():

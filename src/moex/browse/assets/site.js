@@ -170,7 +170,8 @@ MOEX.renderTable = function (which) {
     desc: P.get("desc") === "1", page: Math.max(0, (parseInt(P.get("page"), 10) || 1) - 1), q: P.get("q") || "",
     minFreq: parseFloat(P.get("min_frequency")) || 0, minMax: parseFloat(P.get("min_max")) || 0, alive: P.get("firing") === "1"});
   if (!(st.sort in data)) st.sort = "id";
-  $("#main").innerHTML = `<h1>${which === "features" ? "Features" : "Experts"} <small>${esc(MOEX.data.title)}</small></h1>
+  const judge = MOEX.data.judge && MOEX.data.judge[which];
+  $("#main").innerHTML = `<h1>${which === "features" ? "Features" : "Experts"} <small>${esc(MOEX.data.title)}</small></h1>${judge ? `<p class="note judge">${esc(judge)}</p>` : ""}
     <div class="filters"><input id="q" type="search" placeholder="search explanations and BSPs" value="${esc(st.q)}">
     ${which === "features" ? `<label>min frequency <input id="minFreq" type="number" step="0.001" min="0" value="${st.minFreq}"></label>
     <label>min max activation <input id="minMax" type="number" step="0.01" value="${st.minMax}"></label>
