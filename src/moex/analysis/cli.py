@@ -66,7 +66,8 @@ def cmd_experts(args: argparse.Namespace) -> None:
 
 
 def add_experts_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experts", help="explain and score whole experts of MoE layers with an LLM and the token baseline")
+    p = sub.add_parser("experts", help="explain and score whole experts of MoE layers with an LLM and the "
+                                       "token baseline")
     p.add_argument("--model", required=True, help="moex run directory or Hugging Face model directory")
     p.add_argument("--data", nargs="+", required=True, help="text files (each line a document) or a data dir")
     p.add_argument("--layers", nargs="+", type=int, required=True)

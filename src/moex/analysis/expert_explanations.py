@@ -29,7 +29,7 @@ from ..autointerp.judge_check import judge_flag, judge_line
 from ..autointerp.metrics import binary_metrics
 from ..autointerp.prompts import explainer_messages, read_explanation
 from ..autointerp.scoring import detection, scoring_mode
-from ..autointerp.token_baseline import TokenExplanation, random_explanation, token_answers, token_baseline
+from ..autointerp.token_baseline import TokenExplanation, token_baseline
 from ..errors import MoexError
 from ..interp.readers import top_windows
 from ..plotting import pyplot, save_figure
@@ -75,12 +75,11 @@ def explain_experts(reader: Any, documents: list[list[int]], layer: int, llm: An
         negatives = [others[i] for i in rng.choice(len(others), size=min(n_negative, len(others)), replace=False)]
         ex = FeatureExamples(e, explain, heldout, negatives)
         base = token_baseline(ex, background, seed)
-        chance, _ = token_answers(random_explanation(base["explanation"], background, rng), ex, seed)
         rec = {"expert": e, "explanation": None, "precision": None, "recall": None, "f1": None,
                "token_baseline": {"explanation": base["explanation"].text(decode),
                                   **{k: v for k, v in base["scores"].items() if k not in ("detection", "fuzzing")},
                                   "f1": base["scores"]["detection"]["f1"],
-                                  "random_f1": binary_metrics(chance)["f1"],
+                                  "random_f1": binary_metrics(base["random_detection"])["f1"],
                                   "routing": routing_metrics(base["explanation"], heldout)},
                "explain_windows": [w.index for w in explain], "heldout_windows": [w.index for w in heldout],
                "negative_windows": [w.index for w in negatives]}

@@ -22,7 +22,7 @@ from .metrics import Answer, binary_metrics, decile_table, format_accuracy
 from .prompts import explainer_messages, has_explanation, read_explanation
 from .scoring import detection, fuzzing, scoring_mode
 from .judge_check import JudgeCheckConfig, NotEnoughText, check_judge, judge_flag, judge_line, require_passed
-from .token_baseline import random_explanation, token_answers, token_baseline
+from .token_baseline import token_baseline
 
 
 @dataclass
@@ -164,8 +164,8 @@ def choose_rule(site, rows: list[list[int]], device: str) -> str:
 def judge_for_run(llm: Any, model: Any, data: list[str], mode: str, out: Path, window: int, per_prompt: int = 5,
                   require: bool = False, seed: int = 0) -> dict[str, Any]:
     """The judge check of ``llm`` on synthetic features from ``data`` read with ``model``'s tokenizer (None:
-    GPT-2 BPE), kept in ``out/judge_check.json`` (read back when the same judge, scorer and settings ran it before); with
-    ``require`` a failing judge is an error (``JudgeError``)."""
+    GPT-2 BPE), kept in ``out/judge_check.json`` (read back when the same judge, scorer, settings and data ran
+    it before); with ``require`` a failing judge is an error (``JudgeError``)."""
     cfg = JudgeCheckConfig(window=window)
     key = {"judge": getattr(llm, "name", type(llm).__name__), "scorer": mode, "config": asdict(cfg),
            "data": [str(d) for d in data]}
@@ -224,7 +224,8 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     resumed = 0
     for f in feature_ids:
         done = out / "features" / f"{f}.json"
-        if done.exists() and (rec := read_json(done)).get("run") == run_key and "random_detection" in rec.get("answers", {}):
+        if (done.exists() and (rec := read_json(done)).get("run") == run_key
+                and "random_detection" in rec.get("answers", {})):
             answers = {k: [Answer(*a) for a in v] for k, v in rec["answers"].items()}
             all_det += answers["detection"]
             all_fuzz += answers["fuzzing"]
@@ -254,8 +255,7 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
         base = token_baseline(ex, background, cfg.seed)
         base_det += base["detection"]
         base_fuzz += base["fuzzing"]
-        chance, _ = token_answers(random_explanation(base["explanation"], background,
-                                                     np.random.default_rng([cfg.seed, f])), ex, cfg.seed)
+        chance = base["random_detection"]
         chance_det += chance
         rec = {"feature": f, "explanation": explanation, "explainer_reply": reply, "balanced": ex.balanced,
                "explanation_in_format": llm is None or has_explanation(reply),
@@ -312,7 +312,8 @@ def format_summary(s: dict[str, Any]) -> str:
              f"windows for the full test set, on a balanced set, marked *), {len(s['features_skipped'])} skipped; "
              f"{s.get('explanations_out_of_format', 0)} explainer replies without an [EXPLANATION]: line (their "
              "last line taken instead).\n",
-             "| scorer | accuracy (95% CI) | balanced acc. | yes rate | precision | recall | F1 | AUC | answered | failed |",
+             "| scorer | accuracy (95% CI) | balanced acc. | yes rate | precision | recall | F1 | AUC | answered "
+             "| failed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     base = s.get("token_baseline", {})
     for name, m in ((f"detection{flag}", d if s["llm"] else None), (f"fuzzing{flag}", fz if s["llm"] else None),
@@ -332,8 +333,8 @@ def format_summary(s: dict[str, Any]) -> str:
     for k, r in d["deciles"].items():
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
         lines.append(f"| {k} | {r['n']} | {acc} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['failed']} |")
-    lines += ["", f"| feature | explanation | detection{flag} | fuzzing{flag} | failed | token baseline | its detection "
-              "| random tokens' detection |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"| feature | explanation | detection{flag} | fuzzing{flag} | failed | token baseline "
+              "| its detection | random tokens' detection |", "|---|---|---|---|---|---|---|---|"]
     for p in s["per_feature"]:
         det, fuz = ({"accuracy": p[f"{k}_accuracy"], "failed": p.get(f"{k}_failed", 0)} for k in ("detection", "fuzzing"))
         base_acc, chance_acc = p.get("token_detection_accuracy"), p.get("random_detection_accuracy")

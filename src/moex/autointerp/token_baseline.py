@@ -89,9 +89,11 @@ def random_explanation(expl: TokenExplanation, background: np.ndarray, rng: np.r
 
 
 def token_baseline(ex: FeatureExamples, background: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """The token explanation of ``ex`` and its detection and fuzzing scores (``binary_metrics``)."""
+    """The token explanation of ``ex``, its detection and fuzzing answers and scores (``binary_metrics``), and
+    the detection answers of a random explanation of as many tokens (``random_detection``: chance level)."""
     expl = explain_tokens(ex.explain, background)
     det, fuz = token_answers(expl, ex, seed)
-    return {"explanation": expl, "detection": det, "fuzzing": fuz,
+    chance, _ = token_answers(random_explanation(expl, background, np.random.default_rng([seed, ex.feature])), ex, seed)
+    return {"explanation": expl, "detection": det, "fuzzing": fuz, "random_detection": chance,
             "scores": {"tokens": list(expl.tokens), "previous": expl.previous, "coverage": expl.coverage,
                        "detection": binary_metrics(det), "fuzzing": binary_metrics(fuz)}}
