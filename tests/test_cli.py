@@ -120,6 +120,9 @@ def test_missing_checkpoints_and_outputs_that_are_files_are_one_line_errors(tmp_
         (["interp", "chess", "--checkpoint", str(tmp_path / "run"), "--games", str(games), "--out",
           str(tmp_path / "afile" / "x.json")], "afile"),
         (["data", "chess", "labels", str(games), "--out", str(tmp_path / "afile" / "x.npz")], "afile"),
+        (["export", "hf", "--checkpoint", missing, "--out", str(tmp_path / "hf")], "nope: not a moex run"),
+        (["export", "hf", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "afile")],
+         "afile exists and is not a moex export"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

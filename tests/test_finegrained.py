@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from moex import ConfigError, run_training
 from moex.config import parse_overrides
 from moex.model import load_model, make_config, summarize_config
-from moex.model.mlp import relu2
+from moex.model.mlp_ops import product_key_topk, relu2
 from moex.model.monet import MonetMLP
-from moex.model.peer import PEER, product_key_topk
+from moex.model.peer import PEER
 
 D_MODEL = 16
 

@@ -70,6 +70,12 @@ def test_the_browser_is_the_top_layer():
     assert not bad, sorted(bad)
 
 
+def test_export_is_imported_by_the_cli_only():
+    bad = {(m, t) for m, ts in GRAPH.items() if not m.startswith("moex.export") and m not in ("moex.cli", "moex")
+           for t in ts if t.startswith("moex.export")}
+    assert not bad, sorted(bad)
+
+
 def test_only_cli_modules_import_cli_code():
     assert not [m for m, ts in GRAPH.items() if "moex.cli" in ts], "nothing may import moex.cli"
     cli = {m for m in MODULES if m.endswith(".cli") or m in ("moex.cli", "moex.cliutil")}

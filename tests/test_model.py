@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from moex import ConfigError
 from moex.cli import main
 from moex.model import GPT, MoE, load_balance_loss, make_config, summarize_config
-from moex.model.mlp import DenseMLP, GegluMLP, solu, topk_activation
+from moex.model.mlp import DenseMLP, GegluMLP
+from moex.model.mlp_ops import solu, topk_activation
 from moex.model.moe import SparsityRouter
 
 

@@ -48,6 +48,8 @@ _EXPORTS = {
     # the browser
     "build_site": "moex.browse.build", "BrowseConfig": "moex.browse.build", "screenshots": "moex.browse.chromium",
     "model_fingerprint": "moex.interp.sites",
+    # other ecosystems
+    "export_hf": "moex.export", "ExportError": "moex.export",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

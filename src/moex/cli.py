@@ -58,6 +58,7 @@ EXAMPLES = {
     "probe": "moex probe --model runs/moex-lm --conllu en_ewt-ud-dev.conllu --out probe/moex",
     "autointerp": "moex autointerp --checkpoint runs/moex-lm --data wiki.txt --layer 3 --features 50 "
                   "--llm local:smollm2 --out ai/moex",
+    "export hf": "moex export hf --checkpoint runs/moex --out hf/moex",
     "browse": "moex browse --checkpoint runs/moex --games data/eval/games.txt --out site",
 }
 
@@ -156,12 +157,13 @@ def _extra_commands() -> list:
     from .browse.cli import add_browse_command
     from .data.cli import add_data_commands
     from .eval.cli import add_eval_commands
+    from .export.cli import add_export_commands
     from .experiments.cli import add_experiment_commands
     from .interp.cli import add_interp_commands
     from .training.cli import add_train_commands
 
     return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands,
-            add_analysis_commands, add_autointerp_commands, add_browse_command]
+            add_analysis_commands, add_autointerp_commands, add_browse_command, add_export_commands]
 
 
 CPU_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}  # libgomp (Linux torch) / LLVM and Intel OpenMP

@@ -7,7 +7,9 @@ How each layout is hooked (forward hooks only: the model's own forward runs unch
   Qwen3-MoE, Mixtral, DeepSeek-V2/V3, GraniteMoE. A hook on ``mlp.experts`` records its input x, the
   top-k indices and weights and its output; expert e's hidden units on its tokens are
   act(x W_gate^(e)) * (x W_up^(e)), recomputed from the module's weights, so any
-  ``experts_implementation`` (eager, grouped_mm, batched_mm) is read the same way. Shared experts
+  ``experts_implementation`` (eager, grouped_mm, batched_mm) is read the same way. The non-gated variant
+  (``up_proj`` (E, I, d) and ``down_proj`` (E, d, I): units act(x W_up^(e))) is read alike: NemotronH, and
+  moex models exported by ``moex export hf`` (``MoexForCausalLM``, Switch and MoE-X). Shared experts
   (Qwen2-MoE) sit outside ``mlp.experts`` and are not part of the routed reading.
 - Dense gated MLP (Llama, OLMo, Qwen, ...: ``gate_proj``, ``up_proj``, ``down_proj``): a hook on
   ``down_proj`` records its input, which is act(gate) * up.
@@ -24,11 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..artifacts import read_json
 from ..errors import MoexError
 from .readers import FusedExperts, LayerCapture, Reader
 
 FUSED_MOE = ("OlmoeForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "MixtralForCausalLM",
-             "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "GraniteMoeForCausalLM")
+             "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM", "GraniteMoeForCausalLM", "MoexForCausalLM")
 DENSE = ("GPT2LMHeadModel", "LlamaForCausalLM", "OlmoForCausalLM", "Olmo2ForCausalLM", "Qwen2ForCausalLM",
          "Qwen3ForCausalLM", "MistralForCausalLM")
 SUPPORTED = FUSED_MOE + DENSE
@@ -52,10 +55,16 @@ def decoder_layers(model: Any) -> list[Any]:
 
 
 def is_fused_experts(m: Any) -> bool:
-    gu, down = getattr(m, "gate_up_proj", None), getattr(m, "down_proj", None)
-    return (isinstance(gu, torch.Tensor) and isinstance(down, torch.Tensor) and gu.dim() == 3 and down.dim() == 3
-            and gu.shape[1] == 2 * down.shape[2] and gu.shape[2] == down.shape[1] and hasattr(m, "act_fn")
-            and getattr(m, "gate_up_proj_bias", None) is None)
+    """transformers 5's experts layout: 3-D ``gate_up_proj`` (E, 2I, d) or, non-gated, ``up_proj`` (E, I, d), with
+    ``down_proj`` (E, d, I), ``act_fn`` and no biases."""
+    up, down = getattr(m, "gate_up_proj", None), getattr(m, "down_proj", None)
+    gated = isinstance(up, torch.Tensor)
+    if not gated:
+        up = getattr(m, "up_proj", None)
+    return (isinstance(up, torch.Tensor) and isinstance(down, torch.Tensor) and up.dim() == 3 and down.dim() == 3
+            and up.shape[1] == (2 if gated else 1) * down.shape[2] and up.shape[2] == down.shape[1]
+            and hasattr(m, "act_fn") and getattr(m, "gate_up_proj_bias", None) is None
+            and getattr(m, "up_proj_bias", None) is None)
 
 
 class HFModel(Reader):
@@ -76,8 +85,14 @@ class HFModel(Reader):
     def from_pretrained(cls, path: str | Path, device: str = "cpu", **kw: Any) -> "HFModel":
         from transformers import AutoModelForCausalLM
 
+        loader = AutoModelForCausalLM
+        config = Path(path) / "config.json"
+        if config.is_file() and read_json(config).get("model_type") == "moex":
+            from ..model.modeling_moex import MoexForCausalLM
+
+            loader = MoexForCausalLM  # a moex export: moex's own copy of its code, none of the directory's run
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **kw)
+            model = loader.from_pretrained(str(path), dtype=torch.float32, **kw)
         except (OSError, ValueError) as e:
             raise MoexError(f"{path}: cannot load a Hugging Face causal LM ({str(e).splitlines()[0]})") from None
         hf = cls(model.to(device))
@@ -146,12 +161,12 @@ class HFModel(Reader):
         """Features of the ``mlp`` site: hidden units, or experts x units per expert."""
         mlp = self.mlp(layer)
         if self.kinds[layer] == "moe":
-            return mlp.experts.gate_up_proj.shape[0] * mlp.experts.down_proj.shape[2]
+            return mlp.experts.down_proj.shape[0] * mlp.experts.down_proj.shape[2]
         proj = mlp.down_proj if hasattr(mlp, "down_proj") else mlp.c_proj
         return proj.in_features if hasattr(proj, "in_features") else proj.weight.shape[0]
 
     def n_experts(self, layer: int) -> int:
-        return self.mlp(layer).experts.gate_up_proj.shape[0] if self.kinds[layer] == "moe" else 1
+        return self.mlp(layer).experts.down_proj.shape[0] if self.kinds[layer] == "moe" else 1
 
 
 class _Captured(Exception):
@@ -161,7 +176,7 @@ class _Captured(Exception):
 def load_model_or_reader(path: str | Path) -> Any:
     """A moex run directory or a Hugging Face GPT-2 directory as our ``GPT`` (which reads both), any other
     Hugging Face causal LM directory as an ``HFModel``."""
-    from ..artifacts import CFG_JSON, read_json
+    from ..artifacts import CFG_JSON
     from ..model.gpt import GPT
 
     p = Path(path)

@@ -31,13 +31,17 @@ class ExpertWeights(Protocol):
 
 
 class FusedExperts:
-    """transformers 5's fused experts: gate_up_proj (E, 2I, d), down_proj (E, d, I), act_fn."""
+    """transformers 5's experts: gate_up_proj (E, 2I, d) (or, non-gated, up_proj (E, I, d)), down_proj (E, d, I),
+    act_fn."""
 
     def __init__(self, module: Any):
         self.module = module
-        self.n_experts, self.units_per_expert = module.gate_up_proj.shape[0], module.down_proj.shape[2]
+        self.gated = isinstance(getattr(module, "gate_up_proj", None), torch.Tensor)
+        self.n_experts, self.units_per_expert = module.down_proj.shape[0], module.down_proj.shape[2]
 
     def units(self, e: int, x: Tensor) -> Tensor:
+        if not self.gated:
+            return self.module.act_fn(F.linear(x, self.module.up_proj[e]))
         gate_up = F.linear(x, self.module.gate_up_proj[e])
         apply_gate = getattr(self.module, "_apply_gate", None)
         if apply_gate is not None:  # the class's own activation: clamped (DeepSeek-V4), two-argument (Inkling2)

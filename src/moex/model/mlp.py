@@ -6,7 +6,6 @@ W_out, so ``decode(code(x)) == forward(x)``.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,25 +13,7 @@ from torch import Tensor
 from ..config import ConfigError
 from .config import ModelConfig
 from .layer import MLPLayer, WideCode, dense_code, register_mlp
-
-
-def relu2(x: Tensor) -> Tensor:
-    """Squared ReLU, Monet's default activation."""
-    return F.relu(x).square()
-
-
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "relu2": relu2}  # expert activations (cfg.expert_act)
-
-
-def topk_activation(pre: Tensor, k: int) -> Tensor:
-    """ReLU(TopK(pre)): keep the k largest pre-activations of each row, zero the rest (Gao et al.)."""
-    vals, idx = pre.topk(k, dim=-1)
-    return torch.zeros_like(pre).scatter(-1, idx, F.relu(vals))
-
-
-def solu(pre: Tensor) -> Tensor:
-    """SoLU before its LayerNorm: x * softmax(x) over the hidden units."""
-    return pre * torch.softmax(pre, dim=-1)
+from .mlp_ops import dense_hidden
 
 
 class DenseMLP(MLPLayer):
@@ -49,16 +30,8 @@ class DenseMLP(MLPLayer):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def hidden(self, x: Tensor) -> Tensor:
-        pre = self.c_fc(x)
-        if self.kind == "gelu":
-            return F.gelu(pre, approximate=self.gelu_approx)
-        if self.kind == "relu":
-            return F.relu(pre)
-        if self.kind == "topk":
-            return topk_activation(pre, self.topk_k)
-        if self.kind == "solu":
-            return self.ln(solu(pre))
-        raise AssertionError(self.kind)
+        h = dense_hidden(self.kind, self.c_fc(x), self.topk_k, self.gelu_approx)
+        return self.ln(h) if self.ln is not None else h
 
     @classmethod
     def validate(cls, cfg: ModelConfig) -> None:

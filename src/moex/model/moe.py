@@ -26,7 +26,7 @@ from torch import Tensor
 from ..config import ConfigError
 from .config import EXPERT_ACTS, ROUTERS, ModelConfig
 from .layer import MLPLayer, WideCode, count_params, register_mlp
-from .mlp import ACTIVATIONS
+from .mlp_ops import ACTIVATIONS, sparsity_logits, sparsity_moments
 
 
 class LinearRouter(nn.Module):
@@ -54,17 +54,10 @@ class SparsityRouter(nn.Module):
         ``w_enc`` is (M, d, D); the statistics are over its D columns, once per call (not per token).
         """
         w = w_enc.float()
-        mu = w.mean(dim=-1)  # (M, d)
-        var = w.var(dim=-1, unbiased=False)  # (M, d)
-        x = x.float()
-        mu_h = x @ mu.T
-        s2 = (x * x) @ var.T
-        s_h = s2 + self.eps if self.literal else torch.sqrt(s2 + self.eps)
-        return mu_h, s_h
+        return sparsity_moments(x, w.mean(dim=-1), w.var(dim=-1, unbiased=False), self.eps, self.literal)
 
     def forward(self, x: Tensor, w_enc: Tensor) -> Tensor:
-        mu_h, s_h = self.moments(x, w_enc)
-        return -torch.erf(mu_h / (math.sqrt(2.0) * s_h))
+        return sparsity_logits(*self.moments(x, w_enc))
 
     def expected_l0(self, x: Tensor, w_enc: Tensor) -> Tensor:
         """D * Phi(mu_h / s_h): the estimated number of active ReLU units per (token, expert)."""

@@ -30,7 +30,7 @@ from torch import Tensor
 from ..config import ConfigError
 from .config import ModelConfig
 from .layer import MLPLayer, WideCode, count_params, dense_code, register_mlp
-from .mlp import ACTIVATIONS
+from .mlp_ops import ACTIVATIONS, monet_code, monet_decode, monet_gate
 from .moe import check_expert_act, load_balance_loss
 
 
@@ -48,20 +48,13 @@ class MonetRouter(nn.Module):
         nn.init.normal_(self.w1.weight, std=0.02)
         nn.init.normal_(self.w2.weight, std=0.02)
 
-    def gate(self, logits: Tensor, norm: nn.BatchNorm1d) -> Tensor:
-        n = logits.shape[0]
-        # BatchNorm1d over (tokens * experts) rows, one channel per head.
-        normed = norm(logits.transpose(1, 2).reshape(-1, self.heads)).reshape(n, self.n, self.heads)
-        normed = normed.transpose(1, 2)
-        cut = normed.amax(dim=-1, keepdim=True).clamp_max(self.threshold)
-        return torch.softmax(logits.masked_fill(normed < cut, float("-inf")), dim=-1)
-
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """x (N, d) -> g1, g2 (N, H, E) and the raw logits l1, l2 (N, H, E)."""
         dtype = self.norm1.running_mean.dtype  # fp32 under autocast: the router runs in full precision
         l1 = self.w1(x).to(dtype).reshape(-1, self.heads, self.n)
         l2 = self.w2(x).to(dtype).reshape(-1, self.heads, self.n)
-        return self.gate(l1, self.norm1), self.gate(l2, self.norm2), l1, l2
+        return (monet_gate(l1, self.norm1, self.threshold), monet_gate(l2, self.norm2, self.threshold),
+                l1, l2)
 
 
 class MonetMLP(MLPLayer):
@@ -131,21 +124,10 @@ class MonetMLP(MLPLayer):
         g1, g2, l1, l2 = self.router(x)
         g1, g2 = g1.to(x.dtype), g2.to(x.dtype)
         if self.vertical:
-            h1 = self.act(self.u1(x)).unflatten(-1, (self.n, -1))  # (N, E, m/2)
-            h2 = self.act(self.u2(x)).unflatten(-1, (self.n, -1))
-            a1 = torch.einsum("nhi,nim->nhm", g1, h1)  # head-wise sums over the selected half-experts
-            a2 = torch.einsum("nhj,njm->nhm", g2, h2)
-            blocks = (
-                torch.einsum("nhi,nim->nim", g1, h1),  # V11_i act(U1_i x), weight g1_i
-                torch.einsum("nhi,nhm->nim", g1, a2),  # V12_i (sum_j g2_j act(U2_j x)), weight g1_i
-                torch.einsum("nhj,nhm->njm", g2, a1),  # V21_j (sum_i g1_i act(U1_i x)), weight g2_j
-                torch.einsum("nhj,njm->njm", g2, h2),  # V22_j act(U2_j x), weight g2_j
-            )
-            z = torch.cat([b.flatten(1) for b in blocks], dim=-1)
+            hidden = tuple(self.act(u(x)).unflatten(-1, (self.n, -1)) for u in (self.u1, self.u2))  # (N, E, m/2)
         else:
-            h = self.act(self.u(x)).unflatten(-1, (self.n, -1))  # (N, E, m)
-            a = torch.einsum("nhi,nim->nhm", g1, h)
-            z = torch.einsum("nhj,nhm->njm", g2, a).flatten(1)
+            hidden = (self.act(self.u(x)).unflatten(-1, (self.n, -1)),)  # (N, E, m)
+        z = monet_code(g1, g2, hidden)
         aux = sum(load_balance_loss(lg[:, h], self.aux_coef) for lg in (l1, l2) for h in range(self.heads))
         if self.track_stats:
             with torch.no_grad():  # entropy of each head's gate over its half-experts, both sets
@@ -155,13 +137,7 @@ class MonetMLP(MLPLayer):
         return z, aux / self.heads
 
     def _decode(self, z: Tensor) -> Tensor:
-        if not self.vertical:
-            return z @ self.v.to(z.dtype)
-        b = z.unflatten(-1, (4, -1))
-        v = self.v.to(z.dtype)
-        top = b[:, 0] @ v[0] + b[:, 1] @ v[1]
-        bottom = b[:, 2] @ v[2] + b[:, 3] @ v[3]
-        return torch.cat((top, bottom), dim=-1)
+        return monet_decode(z, self.v, self.vertical)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shape = x.shape

@@ -26,26 +26,8 @@ from torch import Tensor
 from ..config import ConfigError
 from .config import ModelConfig
 from .layer import MLPLayer, WideCode, count_params, register_mlp
-from .mlp import ACTIVATIONS
+from .mlp_ops import ACTIVATIONS, peer_retrieve
 from .moe import check_expert_act
-
-
-def product_key_topk(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Top-k of s[a, b] = q1 . k1[a] + q2 . k2[b] over all n^2 pairs, per (token, head).
-
-    q1, q2: (N, h, d_k/2); k1, k2: (h, n, d_k/2). Returns scores (N, h, k) and flat indices a*n + b.
-    """
-    n = k1.shape[1]
-    kk = min(k, n)
-    s1 = torch.einsum("thc,hac->tha", q1, k1)
-    s2 = torch.einsum("thc,hbc->thb", q2, k2)
-    v1, i1 = s1.topk(kk, dim=-1)
-    v2, i2 = s2.topk(kk, dim=-1)
-    cand = (v1[..., :, None] + v2[..., None, :]).flatten(-2)  # (N, h, kk*kk)
-    scores, pos = cand.topk(k, dim=-1)
-    a = i1.gather(-1, pos // kk)
-    b = i2.gather(-1, pos % kk)
-    return scores, a * n + b
 
 
 GATHER_CHUNK = 4096  # tokens per chunk on the gather path
@@ -124,11 +106,7 @@ class PEER(MLPLayer):
         """x (N, d) -> (experts (N, h*k), gate weights (N, h*k)), head-major."""
         dtype = self.query_norm.running_mean.dtype  # fp32 under autocast: retrieval in full precision
         q = self.query_norm(self.query(x).to(dtype)).reshape(-1, self.heads, self.d_key)
-        q1, q2 = q.chunk(2, dim=-1)
-        keys = self.keys.to(dtype)
-        scores, experts = product_key_topk(q1, q2, keys[0], keys[1], self.top_k)
-        gates = torch.softmax(scores, dim=-1)
-        return experts.flatten(1), gates.flatten(1)
+        return peer_retrieve(q, self.keys.to(dtype), self.top_k)
 
     def _code(self, x: Tensor) -> WideCode:
         experts, gates = self.retrieve(x)
