@@ -206,3 +206,34 @@ def test_the_shipped_code_imports_no_moex_module():
 
     assert GRAPH["moex.model.modeling_moex"] == {"moex.model.mlp_ops"}
     assert GRAPH["moex.model.mlp_ops"] == set()
+
+
+def test_probing_an_export_equals_probing_the_run(text_runs, tmp_path):
+    """k-sparse probing of a text MoE-X, once from its run (native reader, moex's GPT-2 BPE) and once from its
+    export (Hugging Face reader, the exported tokenizer): the same tokens, labels, expert units and F1."""
+    from conftest import TEXT_DIR
+
+    from moex.analysis.probing import run_probe
+
+    pytest.importorskip("tiktoken")
+    export = export_hf(text_runs / "moex", tmp_path / "hf")
+    kw = dict(conllu=[str(TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu")], concepts=["NOUN"], ks=(1, 8),
+              min_count=20, max_tokens=400)
+    native = run_probe(text_runs / "moex", tmp_path / "native", **kw)
+    through_hf = run_probe(export, tmp_path / "exported", **kw)
+    assert through_hf["kinds"] == native["kinds"] == ["moe", "moe"]
+    assert_same(native["concepts"]["NOUN"]["layers"], through_hf["concepts"]["NOUN"]["layers"])
+
+
+def assert_same(a, b, where="layers"):
+    """Equal structures, floats to 1e-6."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == pytest.approx(b, abs=1e-6), where

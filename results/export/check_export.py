@@ -1,8 +1,10 @@
 """Export the committed CPU chess models (dense GELU and MoE-X) with ``export_hf`` and check the exports on
 real master games: logits through ``AutoModelForCausalLM`` (the shipped code), greedy continuations through
-``generate()`` against moex's sampler, and (MoE-X) the Hugging Face reader against the native reader.
+``generate()`` against moex's sampler, and (MoE-X) the Hugging Face reader against the native reader. Then the
+committed text model (dense, its own 4,096-entry BPE): the exported tokenizer against moex's on WikiText-2 test,
+and perplexity on it through both.
 
-    python results/export/check_export.py GAMES.txt WORK results/export
+    python results/export/check_export.py GAMES.txt WIKITEXT_TEST.txt WORK results/export
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from moex.interp.readers import MoexReader
 from moex.model.generate import generate
 
 RUNS = Path(__file__).resolve().parents[1] / "chess" / "cpu" / "runs"
+TEXT_RUN = Path(__file__).resolve().parents[1] / "text" / "cpu" / "runs" / "dense"
 
 
 def check(name: str, games: list[str], work: Path) -> dict:
@@ -62,13 +65,39 @@ def check(name: str, games: list[str], work: Path) -> dict:
     return rec
 
 
-def main(games_txt: str, work: str, out: str) -> None:
+def check_text(text_file: str, work: Path, windows: int = 32) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moex.data.text.tokenizer import load_tokenizer
+
+    t0 = time.time()
+    model = GPT.from_pretrained(TEXT_RUN).eval()
+    out = export_hf(TEXT_RUN, work / "hf-text-dense")
+    hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    text = Path(text_file).read_text()[:200_000]
+    ours_ids = load_tokenizer(TEXT_RUN).encode(text)
+    hf_ids = AutoTokenizer.from_pretrained(out, trust_remote_code=True)(text)["input_ids"]
+    n = model.cfg.ctx + 1
+    idx = torch.tensor(ours_ids[:windows * n]).reshape(windows, n)
+    with torch.no_grad():
+        ours = model(idx[:, :-1], targets=idx[:, 1:]).loss.item()
+        logits = hf(idx[:, :-1]).logits  # the same predictions (``labels=`` would score one fewer per window)
+        theirs = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1)).item()
+    return {"model": "text/cpu/dense", "mlp": model.cfg.mlp, "text": text_file, "chars": len(text),
+            "tokens": len(ours_ids), "tokens_equal": ours_ids == hf_ids, "windows": windows, "window_tokens": n - 1,
+            "ppl_moex": float(torch.tensor(ours).exp()), "ppl_exported": float(torch.tensor(theirs).exp()),
+            "seconds": round(time.time() - t0, 1)}
+
+
+def main(games_txt: str, text_file: str, work: str, out: str) -> None:
     games = [g for g in Path(games_txt).read_text().splitlines() if len(g) > 80]
     work_dir, out_dir = Path(work), Path(out)
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     recs = [check(name, games, work_dir) for name in ("gelu", "moex")]
-    (out_dir / "check.json").write_text(json.dumps({"games": games_txt, "runs": recs}, indent=2) + "\n")
+    text = check_text(text_file, work_dir)
+    (out_dir / "check.json").write_text(json.dumps({"games": games_txt, "runs": recs, "text": text}, indent=2)
+                                        + "\n")
     lines = ["| model | blocks x chars | max abs logit diff (largest abs logit) | greedy continuations equal | "
              "readers: max abs diff (router weights / expert units / expert activation / wide code) |",
              "|---|---|---|---|---|"]
@@ -79,9 +108,13 @@ def main(games_txt: str, work: str, out: str) -> None:
         lines.append(f"| {r['model']} ({r['mlp']}) | {r['blocks']} x {r['block_chars']} | "
                      f"{r['max_abs_logit_diff']:.1e} ({r['max_abs_logit']:.1f}) | {r['greedy_equal']} / "
                      f"{r['greedy_prompts']} | {readers} |")
+    lines += ["", "| text model | tokens of WikiText-2 test (first 200,000 characters) | exported tokenizer equal | "
+              "perplexity, moex | perplexity, export |", "|---|---|---|---|---|",
+              f"| {text['model']} ({text['mlp']}) | {text['tokens']:,} | {text['tokens_equal']} | "
+              f"{text['ppl_moex']:.3f} | {text['ppl_exported']:.3f} |"]
     (out_dir / "check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -179,7 +179,8 @@ def load_reader(path: str | Path, tokenizer: str = "auto") -> tuple[Any, Tokeniz
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(path))
+        # the loaded model's config: reading a moex export's config again would ask to trust its code
+        tok = AutoTokenizer.from_pretrained(str(path), config=loaded.model.config)
     except (OSError, ValueError) as e:
         raise MoexError(f"{path}: no tokenizer ({str(e).splitlines()[0]}); pass --tokenizer gpt2") from None
 

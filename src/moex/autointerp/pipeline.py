@@ -57,7 +57,8 @@ def text_codec(model: Any) -> tuple[Any, Any, int | None]:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(path))
+        # the loaded model's config: reading a moex export's config again would ask to trust its code
+        tok = AutoTokenizer.from_pretrained(str(path), config=model.model.config)
     except (OSError, ValueError) as e:
         raise MoexError(f"{path}: no tokenizer to read the text with ({str(e).splitlines()[0]})") from None
     return (lambda text: tok.encode(text, add_special_tokens=False)), (lambda t: tok.decode([t])), tok.bos_token_id
