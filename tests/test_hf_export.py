@@ -58,8 +58,7 @@ def test_logits_equal_moex_for_every_mlp_kind(preset, tmp_path):
     with torch.no_grad():
         ours, theirs = model(idx).logits, hf(idx).logits
     assert (ours - theirs).abs().max() < 1e-5
-    labels = idx.clone()
-    loss = hf(idx, labels=labels).loss
+    loss = hf(idx, labels=idx).loss
     assert torch.allclose(loss, model(idx[:, :-1], targets=idx[:, 1:]).loss, atol=1e-5)
     if preset in ("switch", "moex"):  # transformers' experts kernels (its default) and the file's own loop agree
         names = dict(hf.named_parameters())
@@ -68,6 +67,8 @@ def test_logits_equal_moex_for_every_mlp_kind(preset, tmp_path):
         hf.set_experts_implementation("eager")
         with torch.no_grad():
             assert (hf(idx).logits - ours).abs().max() < 1e-5
+            fresh = transformers.AutoModelForCausalLM.from_config(hf.config, trust_remote_code=True)  # random init
+            assert fresh(idx).logits.isfinite().all() and fresh(idx).logits.std() > 0
 
 
 def test_generate_greedy_equals_moex_sampler(tmp_path):
@@ -130,6 +131,11 @@ def test_text_tokenizers_encode_as_moex(tmp_path):
         assert tok.decode(tokenizer.encode(sample)) == sample
         config = json.loads((out / "config.json").read_text())
         assert config["eos_token_id"] == tokenizer.eot == tok.eos_token_id
+    ckpt = tmp_path / "bpe" / "ckpt-0000005"  # a checkpoint inside a run: the run's tokenizer.json
+    GPT.from_pretrained(tmp_path / "bpe").save_pretrained(ckpt)
+    out = export_hf(ckpt, tmp_path / "hf-ckpt")
+    assert transformers.AutoTokenizer.from_pretrained(out, trust_remote_code=True)(sample)["input_ids"] == \
+        bpe.encode(sample)
 
 
 @pytest.mark.parametrize("preset", ["moex", "switch"])
