@@ -38,12 +38,14 @@ def test_unknown_character_names_game_and_column():
         encode(";1é4", where="game 1")
 
 
-def test_import_every_shared_pgn(chess_games_dir):
+@pytest.mark.slow
+def test_import_every_shared_pgn(tmp_path):
     if not shared_pgns():
         pytest.skip("../shared/data/chess not present")
-    imported, skipped = map(int, (chess_games_dir / "report.txt").read_text().split())
-    games = read_games(chess_games_dir / "games.txt")
-    reasons = [json.loads(line)["reason"] for line in open(chess_games_dir / "skipped.jsonl")]
+    report = import_games(shared_pgns(), tmp_path, workers=2, progress=False)
+    imported, skipped = report.imported, len(report.skipped)
+    games = read_games(tmp_path / "games.txt")
+    reasons = [json.loads(line)["reason"] for line in open(tmp_path / "skipped.jsonl")]
     print(f"imported {imported}, skipped {skipped}; reasons: "
           f"{sorted(set(r.split(' (')[0] for r in reasons))}")
     assert imported == len(games) > 10_000 and len(set(games)) == len(games)

@@ -32,7 +32,6 @@ from ..model.monet import MonetMLP
 
 MODELING_FILES = ("modeling_moex.py", "mlp_ops.py")  # shipped from moex/model/, imported by transformers
 EXPORT_KEY = "moex_export"  # config.json entry that marks a directory as written by export_hf
-EXPORTABLE_KINDS = ("gelu", "relu", "topk", "solu", "geglu", "moe", "monet-hd", "monet-vd", "peer")
 
 
 class ExportError(MoexError):
@@ -125,7 +124,7 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     try:
         from transformers import PreTrainedTokenizerFast
 
-        from ..model.modeling_moex import MoexForCausalLM
+        from ..model.modeling_moex import MLPS, MoexForCausalLM
     except ImportError as e:
         raise ExportError(f"moex export hf needs transformers >= 5 ({e}): pip install 'moex[hf]'") from None
 
@@ -133,15 +132,18 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     if not (checkpoint / CFG_JSON).is_file():
         raise ExportError(f"{checkpoint}: not a moex run or checkpoint directory (no {CFG_JSON})")
     model = GPT.from_pretrained(checkpoint)
-    if model.cfg.mlp not in EXPORTABLE_KINDS:
-        raise ExportError(f"{checkpoint}: mlp={model.cfg.mlp!r} ({type(model.h[0].mlp).__name__}) cannot be exported: "
-                          f"the exported modeling code has the kinds {', '.join(EXPORTABLE_KINDS)}")
+    if model.cfg.mlp not in MLPS:
+        raise ExportError(f"{checkpoint}: mlp={model.cfg.mlp!r} ({type(model.h[0].mlp).__name__}) cannot be "
+                          f"exported: the exported modeling code has the kinds {', '.join(MLPS)}")
     if out.exists() and not (out.is_dir() and (is_export(out) or not any(out.iterdir()))):
         raise ExportError(f"{out} exists and is not a moex export: choose a new directory")
     tokenizer, eos = run_tokenizer(checkpoint, model.cfg)
     eos_id = tokenizer.token_to_id(eos) if eos else None
     hf = MoexForCausalLM(hf_config(model.cfg, str(checkpoint), eos_id))
-    hf.load_state_dict(hf_state_dict(model), strict=not model.cfg.tie_embeddings)
+    missing, unexpected = hf.load_state_dict(hf_state_dict(model), strict=False)
+    missing = [k for k in missing if not (model.cfg.tie_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:  # the modeling code and the conversion disagree: a bug, not bad input
+        raise AssertionError(f"export of mlp={model.cfg.mlp}: missing {missing}, unexpected {unexpected}")
     if model.cfg.tie_embeddings:
         hf.tie_weights()
     tmp = out.parent / f".{out.name}.tmp-export"
@@ -152,7 +154,10 @@ def export_hf(checkpoint: str | Path, out: str | Path) -> Path:
     fast.save_pretrained(tmp)
     for name in MODELING_FILES:
         shutil.copyfile(Path(__file__).parent.parent / "model" / name, tmp / name)
-    if out.exists():
-        shutil.rmtree(out)
+    old = out.parent / f".{out.name}.old-export"
+    if out.exists():  # the earlier export steps aside until the new one is in place
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
