@@ -33,7 +33,7 @@ def run_cli(*args, env=None, **kw):
 @pytest.fixture(scope="session")
 def dense_run(chess_blocks_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "dense"
-    run_training(out, "tiny", settings={"data": str(chess_blocks_dir), "max_steps": 200}, progress=False)
+    run_training(out, "tiny", settings={"data": str(chess_blocks_dir), "max_steps": 200, "n_layer": 2}, progress=False)
     return out
 
 
