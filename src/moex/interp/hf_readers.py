@@ -9,8 +9,8 @@ How each layout is hooked (forward hooks only: the model's own forward runs unch
   act(x W_gate^(e)) * (x W_up^(e)), recomputed from the module's weights, so any
   ``experts_implementation`` (eager, grouped_mm, batched_mm) is read the same way. The non-gated variant
   (``up_proj`` (E, I, d) and ``down_proj`` (E, d, I): units act(x W_up^(e))) is read alike: moex models
-  exported by ``moex export hf`` (``MoexForCausalLM``, Switch and MoE-X; tested), NemotronH's experts (untested). Shared experts
-  (Qwen2-MoE) sit outside ``mlp.experts`` and are not part of the routed reading.
+  exported by ``moex export hf`` (``MoexForCausalLM``, Switch and MoE-X; tested), NemotronH's experts
+  (untested). Shared experts (Qwen2-MoE) sit outside ``mlp.experts`` and are not part of the routed reading.
 - Dense gated MLP (Llama, OLMo, Qwen, ...: ``gate_proj``, ``up_proj``, ``down_proj``): a hook on
   ``down_proj`` records its input, which is act(gate) * up.
 - GPT-2 (``c_fc``, ``c_proj``): a hook on ``c_proj`` records its input, act(W_in x).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +48,12 @@ def dense_hidden(kind: str, pre: Tensor, topk_k: int, gelu_approx: str) -> Tenso
     raise ValueError(f"dense MLP kind {kind!r} is not one of gelu, relu, topk, solu")
 
 
-def sparsity_moments(x: Tensor, mu: Tensor, var: Tensor, eps: float, literal: bool) -> tuple[Tensor, Tensor]:
-    """mu_h = x . mu_j and s_h = sqrt(x^2 . var_j + eps) (``literal``: without the root) per token and expert:
-    two (N, M) tensors from x (N, d) and each expert encoder's column mean and variance (M, d)."""
+def sparsity_moments(x: Tensor, w_enc: Tensor, unit_dim: int, eps: float, literal: bool) -> tuple[Tensor, Tensor]:
+    """mu_h = x . mu_j and s_h = sqrt(x^2 . var_j + eps) (``literal``: without the root) per token and expert: two
+    (N, M) tensors from x (N, d) and the experts' encoders ``w_enc`` (M experts; mu_j and var_j (d,) are the mean and
+    variance of expert j's encoder over its hidden units, dimension ``unit_dim``), computed once per call."""
+    w = w_enc.float()
+    mu, var = w.mean(dim=unit_dim), w.var(dim=unit_dim, unbiased=False)  # (M, d) each
     x = x.float()
     mu_h = x @ mu.T
     s2 = (x * x) @ var.T
@@ -85,6 +89,11 @@ def peer_retrieve(q: Tensor, keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
     q1, q2 = q.chunk(2, dim=-1)
     scores, experts = product_key_topk(q1, q2, keys[0], keys[1], k)
     return experts.flatten(1), torch.softmax(scores, dim=-1).flatten(1)
+
+
+def monet_threshold(top_k: int, n_experts: int) -> float:
+    """Phi^-1(1 - k/E): the normalised logit above which about k of a head's E half-experts survive."""
+    return NormalDist().inv_cdf(1.0 - top_k / n_experts)
 
 
 def monet_gate(logits: Tensor, norm: Callable[[Tensor], Tensor], threshold: float) -> Tensor:

@@ -17,7 +17,6 @@ mlp} / ln_f`` and ``lm_head``. The MLP of each kind:
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +25,8 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .mlp_ops import (
-    ACTIVATIONS, dense_hidden, monet_code, monet_decode, monet_gate, peer_retrieve, sparsity_logits,
-    sparsity_moments,
+    ACTIVATIONS, dense_hidden, monet_code, monet_decode, monet_gate, monet_threshold, peer_retrieve,
+    sparsity_logits, sparsity_moments,
 )
 
 try:  # transformers >= 5: the experts kernels (grouped_mm, batched_mm) become selectable
@@ -125,9 +124,7 @@ class MoexTopKRouter(nn.Module):
         if self.weight is not None:
             logits = F.linear(x, self.weight).float()
         else:
-            w = up_proj.float()
-            logits = sparsity_logits(*sparsity_moments(x, w.mean(dim=1), w.var(dim=1, unbiased=False), self.eps,
-                                                       self.literal))
+            logits = sparsity_logits(*sparsity_moments(x, up_proj, 1, self.eps, self.literal))
         top, index = logits.topk(self.top_k, dim=-1)
         return logits, torch.softmax(top, dim=-1), index
 
@@ -183,7 +180,7 @@ class MoexMonetMLP(nn.Module):
         self.vertical = config.mlp == "monet-vd"
         self.heads, self.n = config.moe_heads, config.n_experts
         self.act = ACTIVATIONS[config.expert_act]
-        self.threshold = NormalDist().inv_cdf(1.0 - config.moe_top_k / config.n_experts)
+        self.threshold = monet_threshold(config.moe_top_k, config.n_experts)
         self.router = MoexMonetRouter(config)
         d, width = config.d_model, config.n_experts * config.d_expert
         if self.vertical:

@@ -53,8 +53,7 @@ class SparsityRouter(nn.Module):
 
         ``w_enc`` is (M, d, D); the statistics are over its D columns, once per call (not per token).
         """
-        w = w_enc.float()
-        return sparsity_moments(x, w.mean(dim=-1), w.var(dim=-1, unbiased=False), self.eps, self.literal)
+        return sparsity_moments(x, w_enc, -1, self.eps, self.literal)
 
     def forward(self, x: Tensor, w_enc: Tensor) -> Tensor:
         return sparsity_logits(*self.moments(x, w_enc))

@@ -20,7 +20,6 @@ head's half-expert routing with the model's ``aux_loss_coef``.
 
 from __future__ import annotations
 
-from statistics import NormalDist
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ from torch import Tensor
 from ..config import ConfigError
 from .config import ModelConfig
 from .layer import MLPLayer, WideCode, count_params, dense_code, register_mlp
-from .mlp_ops import ACTIVATIONS, monet_code, monet_decode, monet_gate
+from .mlp_ops import ACTIVATIONS, monet_code, monet_decode, monet_gate, monet_threshold
 from .moe import check_expert_act, load_balance_loss
 
 
@@ -44,7 +43,7 @@ class MonetRouter(nn.Module):
         self.w2 = nn.Linear(cfg.d_model, self.heads * self.n, bias=False)
         self.norm1 = nn.BatchNorm1d(self.heads, affine=False)
         self.norm2 = nn.BatchNorm1d(self.heads, affine=False)
-        self.threshold = NormalDist().inv_cdf(1.0 - cfg.moe_top_k / cfg.n_experts)
+        self.threshold = monet_threshold(cfg.moe_top_k, cfg.n_experts)
         nn.init.normal_(self.w1.weight, std=0.02)
         nn.init.normal_(self.w2.weight, std=0.02)
 
