@@ -4,8 +4,8 @@
 code), ``model.safetensors`` (float32), ``generation_config.json``, the tokenizer (``tokenizer.json`` +
 ``tokenizer_config.json``: the chess character vocabulary, the run's own BPE, or GPT-2's BPE) and the
 modeling code (``modeling_moex.py`` and the ``mlp_ops.py`` it imports), so that
-``AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)`` and ``AutoTokenizer.from_pretrained(out)``
-give the model and its tokenizer. The directory is written beside ``out`` and moved into place whole.
+``AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)`` and ``AutoTokenizer.from_pretrained(out,
+trust_remote_code=True)`` (it reads ``config.json`` too) give the model and its tokenizer. The directory is written beside ``out`` and moved into place whole.
 
 Weights keep moex's names under ``transformer.``, except where transformers has a layout for the kind:
 MoE experts (``w_enc`` (E, d, D) -> ``experts.up_proj`` (E, D, d), ``w_dec`` (E, D, d) ->
