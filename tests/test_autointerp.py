@@ -182,14 +182,14 @@ def smollm2():
 def test_end_to_end_with_the_small_offline_llm(text_runs, smollm2):
     import json
 
-    from conftest import TEXT_DIR
+    from conftest import WIKI_VALID
 
     from moex import GPT
     from moex.autointerp.pipeline import AutointerpConfig, compare, run_autointerp
     from moex.data.text.tokenizer import encode
 
     model = GPT.from_pretrained(text_runs / "moex")
-    text = TEXT_DIR / "wikitext-2-valid.txt"
+    text = WIKI_VALID
     # two features that fire often enough on this text, and one that never fires (skipped and counted)
     z = model.mlp_code(torch.tensor([encode(text.read_text()[:3000])[:64]]), 1, dense=True)
     counts = (z != 0).sum(0)
@@ -405,11 +405,11 @@ class AlwaysYes:
 
 
 def wiki_rows(n_tokens=60_000, length=256):
-    from conftest import TEXT_DIR
+    from conftest import WIKI_VALID
 
     from moex.data.text.tokenizer import encode
 
-    ids = encode((TEXT_DIR / "wikitext-2-valid.txt").read_text()[:400_000])[:n_tokens]
+    ids = encode((WIKI_VALID).read_text()[:400_000])[:n_tokens]
     return [ids[i:i + length] for i in range(0, len(ids) - length, length)]
 
 
@@ -452,7 +452,7 @@ def test_a_judge_that_reads_passes_and_an_always_yes_judge_is_flagged(tmp_path):
 def test_autointerp_summaries_carry_the_judge_and_the_baselines(text_runs, tmp_path, capsys):
     """The judge's verdict heads every summary; a failing judge's numbers are marked in each table;
     ``--require-judge`` stops before scoring; without an LLM the token baseline and random tokens remain."""
-    from conftest import TEXT_DIR
+    from conftest import WIKI_VALID
 
     from moex import GPT
     from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
@@ -461,8 +461,8 @@ def test_autointerp_summaries_carry_the_judge_and_the_baselines(text_runs, tmp_p
     from moex.data.text.tokenizer import encode
 
     model = GPT.from_pretrained(text_runs / "moex")
-    data = [str(TEXT_DIR / "wikitext-2-valid.txt")]
-    z = model.mlp_code(torch.tensor([encode((TEXT_DIR / "wikitext-2-valid.txt").read_text()[:3000])[:64]]), 1,
+    data = [str(WIKI_VALID)]
+    z = model.mlp_code(torch.tensor([encode((WIKI_VALID).read_text()[:3000])[:64]]), 1,
                        dense=True)
     counts = (z != 0).sum(0)
     fire = torch.nonzero((counts >= 4) & (counts <= 16)).flatten()[:2].tolist()  # fire on some windows, not all
@@ -481,7 +481,9 @@ def test_autointerp_summaries_carry_the_judge_and_the_baselines(text_runs, tmp_p
     assert alone["token_baseline"]["detection"]["n"] > 0 and alone["token_baseline"]["random_detection"]["n"] > 0
     for a, b in zip(s["per_feature"], alone["per_feature"]):
         assert a["token_detection_accuracy"] == b["token_detection_accuracy"]
-    assert "No LLM" in (tmp_path / "none" / "summary.md").read_text()
+    summary = (tmp_path / "none" / "summary.md").read_text()
+    assert "No LLM" in summary and "None" not in summary and "nan" not in summary  # what was scored, no LLM columns
+    assert "decile" not in summary and "| explanation |" not in summary
     # the CLI: no --llm runs the baselines; --require-judge with a failing judge is one error line, exit 2
     rc = main(["autointerp", "--checkpoint", str(text_runs / "moex"), "--data", *data, "--layer", "1",
                "--feature-ids", *map(str, fire), "--out", str(tmp_path / "cli"), "window=16", "max_tokens=12000",

@@ -263,10 +263,10 @@ def test_the_site_opens_from_a_static_server(chess_site):
 
 @pytest.fixture(scope="module")
 def text_site(text_runs, tmp_path_factory):
-    from conftest import TEXT_DIR
+    from conftest import WIKI_VALID
 
     out = tmp_path_factory.mktemp("site") / "text"
-    rec = build_site(text_runs / "moex", out, data=[str(TEXT_DIR / "wikitext-2-valid.txt")], layer=1,
+    rec = build_site(text_runs / "moex", out, data=[str(WIKI_VALID)], layer=1,
                      cfg=BrowseConfig(max_tokens=6000, window=16, top=5), progress=False)
     return out, rec
 
@@ -303,7 +303,7 @@ def test_text_pages_in_headless_chromium(text_site, tmp_path):
 
 
 def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, text_site, tmp_path):
-    from conftest import TEXT_DIR
+    from conftest import WIKI_VALID
 
     from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
 
@@ -316,7 +316,7 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
                 return "[" + ", ".join(str(1 - i % 2) for i in range(int(asked.group(1)))) + "]"
             return "[EXPLANATION]: the letter e"
 
-    text = [str(TEXT_DIR / "wikitext-2-valid.txt")]
+    text = [str(WIKI_VALID)]
     index = read_site_data(text_site[0] / "data" / "index.js")
     f = int(np.argmin(np.abs(np.array(index["features"]["frequency"]) - 0.05)))  # fires on some windows, not all
     cfg = AutointerpConfig(window=16, n_explain=3, per_decile=1, n_deciles=2, n_negative=2, max_tokens=6000,
@@ -344,7 +344,7 @@ def test_autointerp_results_show_and_must_come_from_the_same_model(text_runs, te
 
 
 def test_probe_and_expert_explanations_show_on_the_pages(text_runs, tmp_path):
-    from conftest import TEXT_DIR
+    from conftest import CONLLU, WIKI_VALID
 
     from moex.analysis.expert_explanations import run_experts
     from moex.analysis.probing import run_probe
@@ -356,9 +356,9 @@ def test_probe_and_expert_explanations_show_on_the_pages(text_runs, tmp_path):
             n = messages[-1]["content"].count("Example ")
             return str([1] * n) if "Answer (" in messages[-1]["content"] else "[EXPLANATION]: line starts"
 
-    text = [str(TEXT_DIR / "wikitext-2-valid.txt")]
+    text = [str(WIKI_VALID)]
     run_experts(text_runs / "moex", text, [1], Scripted(), tmp_path / "experts", window=16, max_tokens=20_000)
-    conllu = [str(TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu")]
+    conllu = [str(CONLLU)]
     run_probe(text_runs / "moex", tmp_path / "probe", conllu=conllu, concepts=["NOUN"], layers=[1], ks=(1, 2),
               min_count=20, max_tokens=300)
     out = tmp_path / "site"
@@ -383,7 +383,7 @@ def test_probe_and_expert_explanations_show_on_the_pages(text_runs, tmp_path):
 def test_a_hugging_face_moe_through_its_reader(tmp_path):
     transformers = pytest.importorskip("transformers")
     tokenizers = pytest.importorskip("tokenizers")
-    from conftest import TEXT_DIR
+    from conftest import SHAKESPEARE
 
     torch.manual_seed(0)
     vocab = {c: i for i, c in enumerate(["<unk>", " "] + list("abcdefghijklmnopqrstuvwxyz"))}
@@ -397,8 +397,7 @@ def test_a_hugging_face_moe_through_its_reader(tmp_path):
     transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "olmoe")
     fast.save_pretrained(tmp_path / "olmoe")
     text = tmp_path / "t.txt"
-    text.write_text((TEXT_DIR / "tiny-shakespeare.txt").read_text()[:4000].lower() if TEXT_DIR.exists()
-                    else "the quick brown fox jumps over the lazy dog\n" * 80)
+    text.write_text(SHAKESPEARE.read_text()[:4000].lower())
     rec = build_site(tmp_path / "olmoe", tmp_path / "site", data=[str(text)], layer=1,
                      cfg=BrowseConfig(window=16, top=3), progress=False)
     assert rec["moe"] and rec["width"] == 4 * 16
@@ -415,7 +414,7 @@ def test_bad_input_names_what_does_not_match(chess_run, chess_games_dir, tmp_pat
         build_site(chess_run, tmp_path / "a", games=games, layer=5, progress=False)
     with pytest.raises(MoexError, match=r"games.txt: chess games need a chess model .* vocabulary of 50257"):
         build_site(text_model, tmp_path / "a", games=games, progress=False)
-    with pytest.raises(MoexError, match=r"text needs a text model; .* vocabulary of 32"):
+    with pytest.raises(MoexError, match=r"text needs a text model; .* is a chess model \(the 32-character vocabulary\)"):
         build_site(chess_run, tmp_path / "a", data=[str(games)], progress=False)
     bad = tmp_path / "bad.txt"
     bad.write_text(games.read_text().splitlines()[0] + "\n;1.e4 e5 2.Nf3 {!}\n")

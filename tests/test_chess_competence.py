@@ -24,7 +24,7 @@ from moex.eval.legal_moves import (ModelWriter, NotAChessModel, RandomCharWriter
 from moex.interp.board_probes import baseline, board_probes, probe_layer, residuals_at_positions, subset
 from moex.model import GPT, make_config
 
-needs_stockfish = pytest.mark.skipif(find_stockfish() is None, reason="Stockfish not installed")
+needs_stockfish = pytest.mark.skipif(find_stockfish() is None, reason="Stockfish not installed (apt-get install stockfish)")
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +268,10 @@ def test_probes_read_a_board_that_is_linearly_there_and_not_noise(chess_games_di
     x = onehot.reshape(len(labels.game), -1).float() + 0.1 * torch.randn(len(labels.game), 832, generator=g)
     t = torch.as_tensor(train)
     good = probe_layer(x[t], x[~t], tr, te)
-    assert good["state_accuracy"] > 0.97 and good["pieces_accuracy"] > 0.99
-    assert good["state_accuracy"] > baseline(tr, te, by_move=True)["state_accuracy"] + 0.1
+    # the board is in the features (one-hot, small noise): the probe closes most of the gap that the per-move
+    # baseline leaves to perfect accuracy (3/4 of it; limited by the train positions, not by the features)
+    by_move = baseline(tr, te, by_move=True)["state_accuracy"]
+    assert good["state_accuracy"] > by_move + 0.75 * (1 - by_move) and good["pieces_accuracy"] > 0.99
     noise = torch.randn(len(labels.game), 64, generator=g)
     bad = probe_layer(noise[t], noise[~t], tr, te)
     assert bad["state_accuracy"] < baseline(tr, te)["state_accuracy"] + 0.01

@@ -8,12 +8,12 @@ import chess.pgn
 import numpy as np
 import pytest
 import torch
-from conftest import CHESS_DIR, shared_pgns
+from conftest import FISCHER, PGNS
 
 from moex.cli import main
 from moex.data.chess import CHARS, VocabError, decode, encode
 from moex.data.chess.blocks import build_blocks, pack_blocks
-from moex.data.chess.importer import import_games, read_games
+from moex.data.chess.importer import import_games, open_text, read_games
 from moex.data.chess.labels import board_labels, eval_positions
 from moex.data.chess.selfplay import SelfPlayConfig, find_stockfish, generate_games
 from moex.data.chess.transcript import replay
@@ -39,30 +39,28 @@ def test_unknown_character_names_game_and_column():
 
 
 @pytest.mark.slow
-def test_import_every_shared_pgn(tmp_path):
-    if not shared_pgns():
-        pytest.skip("../shared/data/chess not present")
-    report = import_games(shared_pgns(), tmp_path, workers=2, progress=False)
+def test_import_every_test_pgn(tmp_path):
+    """Both collections of tests/data/chess, and Fischer's a second time: each distinct game is imported once."""
+    report = import_games(PGNS + [FISCHER], tmp_path, workers=2, progress=False)
     imported, skipped = report.imported, len(report.skipped)
     games = read_games(tmp_path / "games.txt")
     reasons = [json.loads(line)["reason"] for line in open(tmp_path / "skipped.jsonl")]
     print(f"imported {imported}, skipped {skipped}; reasons: "
           f"{sorted(set(r.split(' (')[0] for r in reasons))}")
-    assert imported == len(games) > 10_000 and len(set(games)) == len(games)
-    # a game in two players' collections is imported once
-    assert sum(r.startswith("duplicate (the same transcript as ") for r in reasons) > 50
+    assert imported == len(games) > 3_000 and len(set(games)) == len(games)
+    # a game in two collections is imported once: the second copy of Fischer's is all duplicates
+    fischer = import_games([FISCHER], tmp_path / "fischer", workers=1, progress=False).imported
+    assert sum(r.startswith("duplicate (the same transcript as ") for r in reasons) >= fischer
     assert all(g.startswith(";1.") and len(g) >= 150 for g in games)
     assert all(" 1." not in g for g in games[:100])
 
 
 def test_transcripts_reach_the_pgn_final_position(tmp_path):
-    if not shared_pgns():
-        pytest.skip("../shared/data/chess not present")
-    src = CHESS_DIR / "Fischer.pgn"
+    src = FISCHER
     import_games([src], tmp_path, min_chars=0, workers=1, progress=False)
     games = read_games(tmp_path / "games.txt")
     finals = []
-    with open(src, encoding="utf-8", errors="replace") as f:
+    with open_text(src) as f:
         while (g := chess.pgn.read_game(f)) is not None:
             if not g.errors and "FEN" not in g.headers and len(list(g.mainline_moves())) > 0:
                 finals.append(g.end().board().fen())
@@ -228,7 +226,25 @@ def test_random_generator_is_reproducible_and_legal(tmp_path):
             pass
 
 
-@pytest.mark.skipif(find_stockfish() is None, reason="Stockfish not installed")
+@pytest.mark.skipif(find_stockfish() is None, reason="Stockfish not installed (apt-get install stockfish)")
+def test_random_opening_plies_vary_stockfish_openings(tmp_path):
+    """Node-limited Stockfish plays White deterministically, so every game opens with the same first move; with
+    random_plies=2 the first two plies are uniform over the legal moves (20 x 20 = 400 pairs from the start): 40
+    games give 400 (1 - (1 - 1/400)^40) = 38.1 distinct pairs on average, fewer than 30 with negligible chance."""
+    from moex.config import ConfigError
+    from moex.data.chess.transcript import distinct_openings
+
+    same = read_games(generate_games(20, tmp_path / "a", SelfPlayConfig(engine="stockfish", nodes=20, max_plies=10),
+                                     seed=0, progress=False))
+    varied = read_games(generate_games(40, tmp_path / "b", SelfPlayConfig(engine="stockfish", nodes=20, max_plies=10,
+                                                                        random_plies=2), seed=0, progress=False))
+    assert distinct_openings(same, plies=1) == 1
+    assert distinct_openings(varied) >= 30 and all(replay(g) for g in varied)
+    with pytest.raises(ConfigError, match="random_plies=10"):
+        SelfPlayConfig(max_plies=10, random_plies=10)
+
+
+@pytest.mark.skipif(find_stockfish() is None, reason="Stockfish not installed (apt-get install stockfish)")
 def test_stockfish_selfplay_reproducible(tmp_path):
     cfg = SelfPlayConfig(engine="stockfish", nodes=200, max_plies=40)
     openings = [";1.e4 c5 2.Nf3 d6", ";1.d4 d5 2.c4 e6"]

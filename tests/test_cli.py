@@ -134,7 +134,7 @@ def test_missing_checkpoints_and_outputs_that_are_files_are_one_line_errors(tmp_
 def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_errors(tmp_path, capsys):
     """Negative or zero sizes, outputs that are files, a binary input and a broken engine: one `moex: error:`
     line naming the thing, exit 2, nothing written."""
-    from conftest import TEXT_DIR
+    from conftest import SHAKESPEARE
 
     games = tmp_path / "games.txt"
     games.write_text(";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6\n;1.d4 d5 2.c4 e6\n")
@@ -142,7 +142,7 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
     pgn.write_text('[Event "x"]\n\n1. e4 e5 2. Nf3 Nc6 1-0\n')
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
-    afile, text = str(tmp_path / "afile"), str(TEXT_DIR / "tiny-shakespeare.txt")
+    afile, text = str(tmp_path / "afile"), str(SHAKESPEARE)
     hangs, dies = tmp_path / "hangs.sh", tmp_path / "dies.sh"  # "engines" that never answer UCI / exit at once
     hangs.write_text("#!/bin/sh\nsleep 600\n")
     dies.write_text("#!/bin/sh\necho garbage\nexit 3\n")
@@ -170,6 +170,16 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
         (["data", "text", "tokenizer", text, "--out", str(tmp_path / "k"), "--vocab-size", "0"], "vocab_size=0"),
         (["train", "--preset", "tiny", "--mlp", "gelu", "--data", str(tmp_path / "nodata"), "--out",
           str(tmp_path / "r")], "nodata"),
+        (["train", "--preset", "tiny", "--mlp", "gelu", "--data", str(tmp_path / "nodata"), "--out",
+          str(tmp_path / "r"), "n_layer=-1"], "n_layer=-1: must be at least 1"),
+        (["model", "summary", "--preset", "tiny", "--mlp", "moex", "d_model=-5"], "d_model=-5: must be at least 1"),
+        (["data", "text", "build", text, "--out", str(tmp_path / "t"), "--shard-tokens", "0"], "shard_tokens=0"),
+        (["data", "chess", "labels", str(games), "--out", str(tmp_path / "l.npz"), "--max-positions", "-1"],
+         "max_positions=-1"),
+        (["interp", "chess-score", "--games", str(games), "--features", str(games), "--out", str(tmp_path / "s.json")],
+         "not a .npy file"),
+        (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "max_plies=0"],
+         "max_plies=0: must be positive"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -179,3 +189,22 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
     assert (tmp_path / "afile").read_text() == "mine"
     for name in ("i", "g", "b", "t", "k", "r"):
         assert not (tmp_path / name).exists() or not any((tmp_path / name).iterdir()), name
+
+
+def test_top_level_help_imports_no_command_module():
+    """``moex --help`` lists every command from the table of commands without importing torch (under 0.5 s, where
+    importing torch alone takes seconds); a command's own help builds that command in full."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom moex.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    from moex.cliutil import COMMANDS
+
+    assert out.strip().endswith("NO TORCH") and all(f"    {name}" in out for name in COMMANDS)
+    from moex.cli import build_parser
+
+    full = build_parser()
+    one = build_parser("train")
+    assert full.parse_args(["train", "--out", "r"]).out == one.parse_args(["train", "--out", "r"]).out == "r"

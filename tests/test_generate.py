@@ -91,3 +91,37 @@ def test_generate_rejects_prompts_past_the_context():
         generate(model, [[1] * 60], 10)
     with pytest.raises(ValueError, match="temperature"):
         generate(model, [[1], [2]], 3, temperature=[0.5])
+
+
+def test_cached_router_statistics_follow_training_steps_and_weight_loads():
+    """The sparsity router's encoder statistics are reused while no gradient can flow; a training step (in place)
+    or a weight load must invalidate them: decoding after each equals a fresh model with the same weights."""
+    from moex.model import mlp_ops
+
+    torch.manual_seed(0)
+    cfg = make_config("tiny", "moex", n_layer=2, vocab_size=32, ctx=32)
+    model = GPT(cfg)
+    prompt = torch.randint(0, 32, (2, 6))
+    prompts = prompt.tolist()
+
+    def decode(m):
+        m.eval()
+        with torch.no_grad():
+            return generate(m, prompts, 8), m(prompt).logits
+
+    decode(model)  # fills the cache
+    assert all(hasattr(b.mlp.w_enc, mlp_ops.ENCODER_STATS) for b in model.h)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.train()
+    x = torch.randint(0, 32, (4, 16))
+    model(x, x).loss.backward()
+    opt.step()
+    fresh = GPT(cfg)
+    fresh.load_state_dict(model.state_dict())
+    (tokens, logits), (tokens_ref, logits_ref) = decode(model), decode(fresh)
+    assert tokens == tokens_ref and torch.allclose(logits, logits_ref, atol=1e-6)
+    torch.manual_seed(1)
+    other = GPT(cfg)
+    decode(fresh)
+    fresh.load_state_dict(other.state_dict())  # a load writes the weights in place: the cache must not survive it
+    assert torch.allclose(decode(fresh)[1], decode(other)[1], atol=1e-6)

@@ -217,13 +217,13 @@ def test_the_shipped_code_imports_no_moex_module():
 def test_probing_an_export_equals_probing_the_run(text_runs, tmp_path):
     """k-sparse probing of a text MoE-X, once from its run (native reader, moex's GPT-2 BPE) and once from its
     export (Hugging Face reader, the exported tokenizer): the same tokens, labels, expert units and F1."""
-    from conftest import TEXT_DIR
+    from conftest import CONLLU
 
     from moex.analysis.probing import run_probe
 
     pytest.importorskip("tiktoken")
     export = export_hf(text_runs / "moex", tmp_path / "hf")
-    kw = dict(conllu=[str(TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu")], concepts=["NOUN"], ks=(1, 8),
+    kw = dict(conllu=[str(CONLLU)], concepts=["NOUN"], ks=(1, 8),
               min_count=20, max_tokens=400)
     native = run_probe(text_runs / "moex", tmp_path / "native", **kw)
     through_hf = run_probe(export, tmp_path / "exported", **kw)

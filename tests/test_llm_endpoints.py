@@ -227,12 +227,12 @@ def test_cli_judge_check_of_an_endpoint(tmp_path, capsys):
     """``moex autointerp judge``: an endpoint that says yes to everything fails the check (exit 0, the verdict
     printed and saved); with --require-judge the same is one error line and exit 2."""
     pytest.importorskip("tiktoken")
-    from conftest import TEXT_DIR
+    from conftest import WIKI_VALID
 
     def yes(n):
         return ok_body(str([1] * 5))
 
-    args = ["autointerp", "judge", "scorer=list", "--data", str(TEXT_DIR / "wikitext-2-valid.txt"),
+    args = ["autointerp", "judge", "scorer=list", "--data", str(WIKI_VALID),
             "--out", str(tmp_path / "j")]
     with Server(yes) as srv:
         assert main([*args, "--llm", f"openai:{srv.url}:m"]) == 0

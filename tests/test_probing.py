@@ -53,11 +53,9 @@ def test_regex_concepts_and_token_sets():
 
 
 def test_ud_ewt_pos_concepts_with_gpt2_tokens():
-    from conftest import TEXT_DIR
+    from conftest import CONLLU
 
-    path = TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
-    if not path.exists():
-        pytest.skip("../shared/data/text not present")
+    path = CONLLU
     pytest.importorskip("tiktoken")
     from moex.data.text.tokenizer import decode
 
@@ -153,12 +151,12 @@ def test_concepts_sharing_their_texts_probe_as_each_alone():
 
 
 def test_probe_dense_and_moex_text_models_end_to_end(text_runs, capsys):
-    from conftest import TEXT_DIR
+    from conftest import CONLLU
 
     from moex.analysis.probing import run_probe
     from moex.cli import main
 
-    conllu = [str(TEXT_DIR / "ud-english-ewt" / "en_ewt-ud-dev.conllu")]
+    conllu = [str(CONLLU)]
     concepts = ["NOUN", "DET"]
     dense = run_probe(text_runs / "gelu", text_runs / "out-gelu", conllu=conllu, concepts=concepts,
                       ks=(1, 2, 8), min_count=20, max_tokens=400)
@@ -240,7 +238,7 @@ def test_routing_metrics_count_positions_by_hand():
 def test_expert_auto_interpretation_with_the_small_offline_llm(text_runs):
     import importlib.util
 
-    from conftest import TEXT_DIR
+    from conftest import WIKI_VALID
 
     from moex.analysis.expert_explanations import run_experts
 
@@ -248,10 +246,33 @@ def test_expert_auto_interpretation_with_the_small_offline_llm(text_runs):
         if importlib.util.find_spec(mod) is None:
             pytest.skip(f"{mod} not installed")
     out = text_runs / "experts"
-    res = run_experts(text_runs / "moex", [str(TEXT_DIR / "wikitext-2-valid.txt")], [1], "local:smollm2", out,
+    res = run_experts(text_runs / "moex", [str(WIKI_VALID)], [1], "local:smollm2", out,
                       window=16, max_tokens=60_000)
     lay = res["layers"][0]
     print((out / "experts.md").read_text())
     assert len(lay["experts"]) == 8 and lay["scorer"] == "probability"
     assert all(x["answered"] == 20 and x["explanation"] for x in lay["experts"])
     assert "mean F1" in (out / "experts.md").read_text() and (out / "experts.png").exists()
+
+
+def test_a_long_text_is_cut_into_pieces_at_line_breaks():
+    from moex.data.text.concepts import text_pieces
+
+    text = "".join(f"line {i} has the number {i * 7}\n" for i in range(200)) + "x" * 700 + "\n" + "word " * 150
+    pieces = text_pieces(text, max_chars=300)
+    assert "".join(pieces) == text  # nothing lost, nothing added
+    assert all(len(p) <= 300 for p in pieces) and len(pieces) >= len(text) // 300
+    assert all(p.endswith("\n") for p in pieces[:10])  # cut at line ends where lines are short
+    # one long file labelled by a regex: every number in it is reachable, not only those of its first 300 chars
+    sets = concept_sets(regex_labels(pieces, {"number": r"\d+"}), tokenize=lambda t: (list(range(len(t))),
+                                                                                       list(range(len(t)))))
+    assert sets["number"].n_positive > 10 * sum(c.isdigit() for c in text[:300])
+
+
+def test_texts_longer_than_the_context_are_cut_to_it():
+    """A 300-character text can hold more tokens than a small model's context: its sets keep the first max_len."""
+    labelled = regex_labels(["a1 " * 100], {"digit": r"1"})
+    sets = concept_sets(labelled, lambda t: (list(range(len(t))), list(range(len(t)))), max_len=64)
+    cs = sets["digit"]
+    assert len(cs.tokens[0]) == 64 and max(cs.positives[0] + cs.negatives[0]) < 64
+    assert cs.positives[0] == list(range(1, 64, 3))

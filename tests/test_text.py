@@ -8,7 +8,7 @@ import pytest
 import regex
 import torch
 import torch.nn.functional as F
-from conftest import TEXT_DIR
+from conftest import SHAKESPEARE, WIKI_TEST
 
 from moex import run_training
 from moex.cli import main
@@ -174,10 +174,8 @@ def test_lambada_accuracy_and_perplexity_brute_force():
 
 @pytest.fixture(scope="module")
 def shakespeare_run(tmp_path_factory):
-    if not (TEXT_DIR / "tiny-shakespeare.txt").exists():
-        pytest.skip("../shared/data/text not present")
     root = tmp_path_factory.mktemp("text")
-    build_text([str(TEXT_DIR / "tiny-shakespeare.txt")], root / "data", block=65, val_fraction=0.05, workers=1,
+    build_text([str(SHAKESPEARE)], root / "data", block=65, val_fraction=0.05, workers=1,
                progress=False)
     run_training(root / "run", "tiny-lm", settings=dict(
         data=str(root / "data"), n_layer=2, ctx=64, max_steps=60, batch_size=8, eval_interval=30, eval_batches=4,
@@ -191,9 +189,9 @@ def test_text_training_loss_falls_and_ppl_on_wikitext(shakespeare_run, tmp_path,
     print("val losses", val)
     assert val[-1] < val[0] and val[-1] < math.log(50257) - 3
     head = tmp_path / "wikitext-2-test-head.txt"
-    head.write_text((TEXT_DIR / "wikitext-2-test.txt").read_text()[:4000])
+    head.write_text(WIKI_TEST.read_text()[:4000])
     held_out = tmp_path / "shakespeare-tail.txt"  # the end of the stream: in the validation split
-    held_out.write_text((TEXT_DIR / "tiny-shakespeare.txt").read_text()[-4000:])
+    held_out.write_text(SHAKESPEARE.read_text()[-4000:])
     out = tmp_path / "ppl.json"
     rows = evaluate_checkpoints([shakespeare_run / "run"], [str(head), str(held_out)], stride=32, device="cpu")
     write_results(rows, out)
@@ -209,9 +207,9 @@ def test_text_training_loss_falls_and_ppl_on_wikitext(shakespeare_run, tmp_path,
 
 
 @pytest.mark.slow
-def test_ppl_on_full_wikitext2_test(shakespeare_run):
+def test_ppl_on_the_wikitext2_test_excerpt(shakespeare_run):
     model = load_model(shakespeare_run / "run")
-    text = (TEXT_DIR / "wikitext-2-test.txt").read_text()
+    text = WIKI_TEST.read_text()
     r = sliding_window_nll(model, encode(text), stride=64)
     print(f"wikitext-2 test: {r.n_tokens} tokens, ppl {r.ppl:.1f}")
     assert r.ppl < 50257
@@ -237,7 +235,7 @@ def bpe_run(tmp_path_factory):
     from moex.data.text.build import build_tokenizer
 
     root = tmp_path_factory.mktemp("bpe")
-    source = [str(TEXT_DIR / "tiny-shakespeare.txt")]
+    source = [str(SHAKESPEARE)]
     build_tokenizer(source, root / "bpe", 512)
     build_text(source, root / "data", block=65, val_fraction=0.05, workers=2, tokenizer=root / "bpe",
                progress=False)
@@ -271,7 +269,7 @@ def test_data_and_runs_carry_the_trained_tokenizer(bpe_run, tmp_path):
     assert (meta["tokenizer"], meta["vocab_size"]) == ("bpe", 512)
     tok = load_tokenizer(bpe_run / "run")
     stream = np.fromfile(bpe_run / "data" / meta["files"]["train"][0], dtype=np.uint16)
-    text = (TEXT_DIR / "tiny-shakespeare.txt").read_text()
+    text = SHAKESPEARE.read_text()
     assert stream[0] == tok.eot and list(stream[1:200]) == tok.encode(text)[:199]
     held_out = tmp_path / "tail.txt"
     held_out.write_text(text[-3000:])
@@ -292,16 +290,16 @@ def test_data_and_runs_carry_the_trained_tokenizer(bpe_run, tmp_path):
 
 def test_bad_tokenizer_inputs_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["data", "text", "build", str(TEXT_DIR / "tiny-shakespeare.txt"), "--out", str(tmp_path / "d"),
+    assert main(["data", "text", "build", str(SHAKESPEARE), "--out", str(tmp_path / "d"),
                  "--tokenizer", str(tmp_path / "empty")]) == 2
     assert "empty: no tokenizer.json there" in capsys.readouterr().err
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "tokenizer.json").write_text("{not json")
-    assert main(["data", "text", "build", str(TEXT_DIR / "tiny-shakespeare.txt"), "--out", str(tmp_path / "d"),
+    assert main(["data", "text", "build", str(SHAKESPEARE), "--out", str(tmp_path / "d"),
                  "--tokenizer", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "bad/tokenizer.json: not a tokenizers file" in err and err.count("\n") == 1
-    assert main(["data", "text", "tokenizer", str(TEXT_DIR / "tiny-shakespeare.txt"), "--out", str(tmp_path / "t"),
+    assert main(["data", "text", "tokenizer", str(SHAKESPEARE), "--out", str(tmp_path / "t"),
                  "--vocab-size", "100"]) == 2
     assert "vocab_size=100 must be in 257..65535" in capsys.readouterr().err
     assert not (tmp_path / "d" / "meta.json").exists() and not (tmp_path / "t" / "tokenizer.json").exists()

@@ -60,8 +60,8 @@ def test_tiny_training_beats_unigram(dense_run, chess_blocks_dir):
 def test_upcycled_loss_at_step_zero(dense_run, chess_blocks_dir):
     """Full-copy experts (P = 1) reproduce the dense model exactly. The paper's split (P = 2: each expert
     a random half of the dense units, decoder x2) is an unbiased estimate: we allow 5% for its variance.
-    ReLU experts from a GELU dense model also change the activation: only required to stay close to
-    the dense loss rather than the untrained loss."""
+    ReLU experts from a GELU dense model also change the activation: required to keep more than half of the
+    dense model's gain over a uniform guess (log 32), i.e. to stay nearer the dense loss than chance."""
     dense = load_model(dense_run).eval()
     data = BlockData(chess_blocks_dir)
     x, y = data.blocks("val", np.arange(min(16, data.n_blocks("val"))))
@@ -73,7 +73,7 @@ def test_upcycled_loss_at_step_zero(dense_run, chess_blocks_dir):
     print(f"dense {ref:.4f}  copies {copies:.4f}  switch halves {halves:.4f}  moex (relu) {moex:.4f}")
     assert copies == pytest.approx(ref, abs=1e-5)
     assert abs(halves - ref) / ref < 0.05
-    assert moex < ref * 1.35 < math.log(32)
+    assert moex < (ref + math.log(32)) / 2
 
 
 def test_upcycle_then_resume_training(dense_run, tmp_path):
@@ -222,3 +222,51 @@ def test_compiled_cpu_training_follows_eager(chess_blocks_dir, tmp_path):
             eval_batches=2, device="cpu", seed=0, warmup_steps=1), progress=False)
         losses[compiled] = [json.loads(line)["train_loss"] for line in open(run / "metrics.jsonl")]
     assert len(losses[True]) == 6 and np.allclose(losses[True], losses[False], rtol=2e-3), losses
+
+
+def test_layer_statistics_are_kept_on_logged_steps_only(chess_blocks_dir, tmp_path, monkeypatch):
+    """Counting active units copies the whole activation, so the trainer records it only on the steps it logs;
+    every logged row still has each layer's l0 and load, and evaluation passes record nothing."""
+    from moex.model import MLPLayer
+
+    recorded = []
+    real = MLPLayer.record
+
+    def spy(self, **stats):
+        recorded.append(self.track_stats)
+        real(self, **stats)
+
+    monkeypatch.setattr(MLPLayer, "record", spy)
+    from moex import make_config
+
+    cfg = make_config("tiny", "moex", n_layer=2)
+    tcfg = TrainConfig(data=str(chess_blocks_dir), max_steps=6, batch_size=4, log_interval=3, eval_interval=6,
+                       eval_batches=2, warmup_steps=1, device="cpu")
+    train(tmp_path / "run", cfg, tcfg, progress=False)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert all(r["l0_l0"] > 0 and r["l1_l0"] > 0 and len(r["l1_load"]) == 8 for r in rows)
+    # only the forward passes of steps 3 and 6 (two MoE layers each) recorded; none of the 2 + 2 eval batches
+    assert recorded == [True] * 4
+
+
+def test_a_training_state_that_would_run_code_is_refused(dense_run, tmp_path):
+    """``train_state.pt`` is read with weights_only: a pickle that calls a function is refused by name, unrun."""
+    import shutil
+
+    from moex.training.checkpoint import latest_checkpoint, load_train_state
+
+    run = tmp_path / "run"
+    shutil.copytree(dense_run, run)
+    ckpt = latest_checkpoint(run)
+    assert load_train_state(ckpt)["step"] > 0  # a state moex wrote loads
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"step": 1, "evil": Evil()}, ckpt / "train_state.pt")
+    with pytest.raises(MoexError, match="beyond tensors and plain values"):
+        load_train_state(ckpt)
+    assert not marker.exists()

@@ -50,6 +50,11 @@ _EXPORTS = {
     "model_fingerprint": "moex.interp.sites",
     # other ecosystems
     "export_hf": "moex.export", "ExportError": "moex.export",
+    "run_autointerp": "moex.autointerp.pipeline", "AutointerpConfig": "moex.autointerp.pipeline",
+    "run_probe": "moex.analysis.probing", "probe_concepts": "moex.analysis.probing",
+    "compare_probes": "moex.analysis.probing", "run_experts": "moex.analysis.expert_explanations",
+    "HFModel": "moex.interp.hf_readers", "MoexReader": "moex.interp.readers",
+    "load_tokenizer": "moex.data.text.tokenizer", "run_study": "moex.experiments.studies",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 
-from .cliutil import add_settings, gather_settings, settings_of
+from .cliutil import COMMANDS, add_command, add_settings, gather_settings, settings_of
 from .errors import Interrupted, MoexError
 
 
@@ -22,7 +23,7 @@ def cmd_model_summary(args: argparse.Namespace) -> None:
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     from .model import BACKBONES, mlp_presets
 
-    p = sub.add_parser("model", help="inspect model configurations")
+    p = add_command(sub, "model")
     msub = p.add_subparsers(dest="model_cmd", required=True)
     s = msub.add_parser("summary", help="total and activated parameter counts, per-layer layout")
     s.add_argument("--preset", default="chess-8l", help=f"backbone: {', '.join(BACKBONES)}")
@@ -130,7 +131,10 @@ def leaf_parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
                     yield prefix + (name,), sub
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = "") -> argparse.ArgumentParser:
+    """The ``moex`` parser. ``command=""``: every command in full; a command's name: that command in full and the
+    others as their one-line help (what ``main`` builds, so ``moex --help`` imports no command module);
+    ``None``: every command as its help only."""
     parser = argparse.ArgumentParser(
         prog="moex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="New here? Start with `moex demo` (data, three models, a Table-1-style comparison, a few minutes on "
@@ -138,32 +142,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads for torch (default: torch's choice, one per core)")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    add_model_commands(sub)
-    for register in _extra_commands():
-        register(sub)
+    wanted = {COMMANDS[name][:2] for name in COMMANDS if command == "" or name == command}
+    for module, function in dict.fromkeys(COMMANDS[name][:2] for name in COMMANDS):  # in the table's order
+        if (module, function) in wanted:
+            getattr(importlib.import_module(module), function)(sub)
+    for name in COMMANDS:
+        if name not in sub.choices:
+            add_command(sub, name)
     for words, leaf in leaf_parsers(parser):
         describe_options(words, leaf)
         example = EXAMPLES.get(" ".join(words))
         if example:
             leaf.formatter_class = argparse.RawDescriptionHelpFormatter
             leaf.epilog = f"example:\n  {example}"
+    parser._positionals.title = "commands"
     return parser
 
 
-def _extra_commands() -> list:
-    """Subcommand registrars of the other packages."""
-    from .analysis.cli import add_analysis_commands
-    from .autointerp.cli import add_autointerp_commands
-    from .browse.cli import add_browse_command
-    from .data.cli import add_data_commands
-    from .eval.cli import add_eval_commands
-    from .export.cli import add_export_commands
-    from .experiments.cli import add_experiment_commands
-    from .interp.cli import add_interp_commands
-    from .training.cli import add_train_commands
-
-    return [add_data_commands, add_train_commands, add_eval_commands, add_interp_commands, add_experiment_commands,
-            add_analysis_commands, add_autointerp_commands, add_browse_command, add_export_commands]
+def command_word(argv: list[str]) -> str | None:
+    """The top-level command named in ``argv`` (after the global options), or None."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--threads":
+            i += 2
+            continue
+        if word.startswith("-"):
+            i += 1
+            continue
+        return word if word in COMMANDS else None
+    return None
 
 
 CPU_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}  # libgomp (Linux torch) / LLVM and Intel OpenMP
@@ -182,7 +190,8 @@ def quiet_cpu_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_cpu_threads()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_word(argv)).parse_args(argv)
     gather_settings(args)
     try:
         if args.threads is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..cliutil import add_command
 from ..errors import MoexError
 
 
@@ -32,7 +33,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 def add_analysis_commands(sub: argparse._SubParsersAction) -> None:
     add_experts_command(sub)
-    p = sub.add_parser("probe", help="k-sparse probing of dense vs expert neurons (The Expert Strikes Back)")
+    p = add_command(sub, "probe")
     p.add_argument("--model", help="moex run directory (text model) or Hugging Face model directory")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="put earlier probe outputs side by side instead")
     p.add_argument("--conllu", nargs="+", help="Universal Dependencies .conllu files: part-of-speech concepts")
@@ -66,8 +67,7 @@ def cmd_experts(args: argparse.Namespace) -> None:
 
 
 def add_experts_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experts", help="explain and score whole experts of MoE layers with an LLM and the "
-                                       "token baseline")
+    p = add_command(sub, "experts")
     p.add_argument("--model", required=True, help="moex run directory or Hugging Face model directory")
     p.add_argument("--data", nargs="+", required=True, help="text files (each line a document) or a data dir")
     p.add_argument("--layers", nargs="+", type=int, required=True)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, read_conllu, regex_labels
+from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, read_conllu, regex_labels, text_pieces
 from ..data.text.tokenizer import gpt2_offsets
 from ..errors import MoexError
 from ..plotting import pyplot, save_figure
@@ -99,7 +99,7 @@ def probe_concepts(hf, concepts: dict[str, ConceptSet], layers: list[int], ks: t
     """k-sparse probes of every concept at ``layers`` of a reader (``interp.hf_readers.HFModel`` or
     ``interp.readers.MoexReader``). Concepts labelled on the same texts (the part-of-speech tags of one
     treebank) share one capture per text and layer."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     users: dict[tuple[int, ...], list[tuple[str, int]]] = {}  # a text's token ids -> (concept, its index there)
     for name, cs in concepts.items():
@@ -112,7 +112,7 @@ def probe_concepts(hf, concepts: dict[str, ConceptSet], layers: list[int], ks: t
         # order, so the probes (their split) are those of the concept alone
         dense: dict[str, dict[int, tuple]] = {name: {} for name in concepts}
         expert: dict[str, dict[int, dict[int, tuple]]] = {name: {} for name in concepts}
-        for ids, uses in tqdm(users.items(), desc=f"layer {layer}", unit=" texts", disable=not progress):
+        for ids, uses in progress_bar(users.items(), desc=f"layer {layer}", unit=" texts", disable=not progress):
             cap = hf.capture(torch.tensor([ids]), layer)
             per_expert = [cap.expert_units(e) for e in range(cap.n_experts)] if cap.kind == "moe" else []
             for name, i in uses:
@@ -196,7 +196,8 @@ def run_probe(model: str | Path, out: str | Path, conllu: list[str] = (), regex:
               ks: tuple[int, ...] = KS, min_count: int = 50, max_tokens: int = 5000, tokenizer: str = "auto",
               seed: int = 42) -> dict[str, Any]:
     """What ``moex probe`` does: build the concept sets (POS tags of CoNLL-U files, regexes over text
-    files), probe every concept at ``layers`` (default: all), write ``probe.json``, ``probe.md`` and
+    files, each cut into pieces of at most 300 characters at line breaks: a match across two pieces is not
+    counted), probe every concept at ``layers`` (default: all), write ``probe.json``, ``probe.md`` and
     ``probe.png`` (F1 against k) into ``out``."""
     from ..artifacts import write_json
     from ..interp.sites import model_fingerprint
@@ -204,13 +205,13 @@ def run_probe(model: str | Path, out: str | Path, conllu: list[str] = (), regex:
     reader, tokenize = load_reader(model, tokenizer)
     labelled = [s for f in conllu for s in read_conllu(f)]
     if regex:
-        docs = [Path(t).read_text(errors="replace") for t in texts]
+        docs = [piece for t in texts for piece in text_pieces(Path(t).read_text(errors="replace"))]
         if not docs:
             raise MoexError("regex concepts need --texts (plain text or code files)")
         labelled += regex_labels(docs, regex)
     if not labelled:
         raise MoexError("no concept source: give --conllu files and/or --regex NAME=PATTERN with --texts")
-    sets = concept_sets(labelled, tokenize, concepts, max_tokens=max_tokens, seed=seed)
+    sets = concept_sets(labelled, tokenize, concepts, max_tokens=max_tokens, seed=seed, max_len=reader.max_len)
     layers = list(range(reader.n_layers)) if layers is None else [reader.check_layer(i) for i in layers]
     results: dict[str, Any] = {"model": str(model), "fingerprint": model_fingerprint(reader),
                                "reader": reader.name, "ks": list(ks), "min_count": min_count,
@@ -264,6 +265,12 @@ def format_probes(results: dict[str, Any]) -> str:
         skipped = ", ".join(f"{lay['layer']}:{len(lay['skipped_experts'])}" for lay in c["layers"]
                             if lay["skipped_experts"])
         lines.append(f"| {name} | {c['positives']} | {c['negatives']} | " + " | ".join(cells) + f" | {skipped} |")
+    few = [f"{name} ({c['positives']} positives)" for name, c in results["concepts"].items()
+           if all(lay["best"].get(k) is None for lay in c["layers"] for k in ks)]
+    if few:
+        lines.append(f"\nNot probed ('-'): {', '.join(few)}: a probe needs at least {results['min_count']} positive and "
+                     f"{results['min_count']} negative tokens (for an MoE layer, among each expert's routed tokens; "
+                     "--min-count)")
     return "\n".join(lines) + "\n"
 
 

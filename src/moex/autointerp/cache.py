@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..artifacts import atomic_write, read_json, write_json
 from ..errors import MoexError
@@ -120,7 +120,7 @@ def cache_activations(site, rows: Iterable[list[int]], features: list[int], out_
     if meta_path.exists() and {k: v for k, v in read_json(meta_path).items() if k in meta} != meta:
         raise MoexError(f"{meta_path}: a cache of other settings is there; choose another directory")
     sel = torch.tensor(features, dtype=torch.long)
-    bar = tqdm(desc="caching activations", unit=" rows", disable=not progress)
+    bar = progress_bar(desc="caching activations", unit=" rows", disable=not progress)
     it, n_rows, length = iter(rows), 0, 0
     while True:
         part = list(itertools.islice(it, batch))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cliutil import add_settings, settings_of
+from ..cliutil import add_command, add_settings, settings_of
 from ..errors import MoexError
 
 
@@ -64,9 +64,7 @@ def cmd_autointerp(args: argparse.Namespace) -> None:
 
 
 def add_autointerp_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("autointerp", help="explain and score features with an LLM (detection, fuzzing); "
-                                          "'compare DIR...' puts runs side by side; 'judge' runs the judge "
-                                          "check alone")
+    p = add_command(sub, "autointerp")
     p.add_argument("--checkpoint", help="moex run directory or Hugging Face model directory")
     p.add_argument("--data", nargs="+", help="text files or a `moex data text build` directory")
     p.add_argument("--layer", type=int)

@@ -302,17 +302,23 @@ def run_autointerp(model: Any, data: list[str], out: str | Path, llm: Any, layer
     return summary
 
 
+def _auc(m: dict[str, Any]) -> str:
+    auc = m.get("auc")
+    return "-" if auc is None or auc != auc else f"{auc:.3f}"  # no probabilities (or one class): no AUC
+
+
 def format_summary(s: dict[str, Any]) -> str:
     d, fz = s["detection"], s["fuzzing"]
     flag = judge_flag(s.get("judge"))
     lines = [f"# Automated interpretability: {s['model']}, {s['site']} layer {s['layer']}\n",
              (f"LLM {s['llm']}: {judge_line(s.get('judge'))}.\n" if s["llm"] else
               "No LLM: the token baseline and random explanations only.\n"),
-             f"LLM {s['llm']} ({s['scorer']} scorer); activating = {s['activation_rule']}; "
-             f"{s['features_scored']} features scored ({s.get('features_balanced', 0)} of them, with too few activating "
-             f"windows for the full test set, on a balanced set, marked *), {len(s['features_skipped'])} skipped; "
-             f"{s.get('explanations_out_of_format', 0)} explainer replies without an [EXPLANATION]: line (their "
-             "last line taken instead).\n",
+             (f"LLM {s['llm']} ({s['scorer']} scorer); " if s["llm"] else "")
+             + f"activating = {s['activation_rule']}; {s['features_scored']} features scored "
+             f"({s.get('features_balanced', 0)} of them, with too few activating windows for the full test set, on a "
+             f"balanced set, marked *), {len(s['features_skipped'])} skipped; "
+             + (f"{s.get('explanations_out_of_format', 0)} explainer replies without an [EXPLANATION]: line (their "
+                "last line taken instead)" if s["llm"] else "explained and scored by the token baseline") + ".\n",
              "| scorer | accuracy (95% CI) | balanced acc. | yes rate | precision | recall | F1 | AUC | answered "
              "| failed |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -327,21 +333,23 @@ def format_summary(s: dict[str, Any]) -> str:
         acc = format_accuracy(m) + (f" ({lo:.3f}-{hi:.3f})" if m["accuracy"] is not None else "")
         yes = "-" if m.get("yes_rate") is None else f"{m['yes_rate']:.3f}"
         lines.append(f"| {name} | {acc} | {m['balanced_accuracy']:.3f} | {yes} | "
-                     f"{m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m.get('auc', float('nan')):.3f} | "
+                     f"{m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {_auc(m)} | "
                      f"{m['n']} | {m['failed']} |")
-    lines += ["", "Detection accuracy per activation decile (0 = weakest) and on non-activating windows:", "",
-              "| decile | n | accuracy | 95% CI | failed |", "|---|---|---|---|---|"]
-    for k, r in d["deciles"].items():
-        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
-        lines.append(f"| {k} | {r['n']} | {acc} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['failed']} |")
-    lines += ["", f"| feature | explanation | detection{flag} | fuzzing{flag} | failed | token baseline "
-              "| its detection | random tokens' detection |", "|---|---|---|---|---|---|---|---|"]
+    if s["llm"]:
+        lines += ["", "Detection accuracy per activation decile (0 = weakest) and on non-activating windows:", "",
+                  "| decile | n | accuracy | 95% CI | failed |", "|---|---|---|---|---|"]
+        for k, r in d["deciles"].items():
+            acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+            lines.append(f"| {k} | {r['n']} | {acc} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['failed']} |")
+    llm_head = f"explanation | detection{flag} | fuzzing{flag} | failed | " if s["llm"] else ""
+    lines += ["", f"| feature | {llm_head}token baseline | its detection | random tokens' detection |",
+              "|---" * (4 + 4 * bool(s["llm"])) + "|"]
     for p in s["per_feature"]:
         det, fuz = ({"accuracy": p[f"{k}_accuracy"], "failed": p.get(f"{k}_failed", 0)} for k in ("detection", "fuzzing"))
         base_acc, chance_acc = p.get("token_detection_accuracy"), p.get("random_detection_accuracy")
-        llm_cols = (f"{p['explanation'][:80]} | {format_accuracy(det)} | {format_accuracy(fuz)} | {p['failed']}"
-                    if s["llm"] else "- | - | - | -")
-        lines.append(f"| {p['feature']}{'*' if p.get('balanced') else ''} | {llm_cols} | "
+        llm_cols = (f"{p['explanation'][:80]} | {format_accuracy(det)} | {format_accuracy(fuz)} | {p['failed']} | "
+                    if s["llm"] else "")
+        lines.append(f"| {p['feature']}{'*' if p.get('balanced') else ''} | {llm_cols}"
                      f"{p.get('token_explanation', '-')[:60]} | {'-' if base_acc is None else f'{base_acc:.3f}'} | "
                      f"{'-' if chance_acc is None else f'{chance_acc:.3f}'} |")
     return "\n".join(lines) + "\n"

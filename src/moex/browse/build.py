@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..artifacts import read_output, write_json
 from ..autointerp.judge_check import judge_line
@@ -196,11 +196,12 @@ def chess_corpus(model: Any, games_path: str | Path, checkpoint: str, cfg: Brows
 
 def text_corpus(model: Any, data: list[str], checkpoint: str, cfg: BrowseConfig) -> Corpus:
     from ..autointerp.pipeline import text_rows
+    from ..data.chess.vocab import CHARS
 
     vocab = getattr(getattr(model, "cfg", None), "vocab_size", None)
-    if vocab is not None and vocab < 50257:
-        raise MoexError(f"{', '.join(map(str, data))}: text needs a text model; {checkpoint} has a vocabulary of "
-                        f"{vocab} (a chess model: browse it with --games GAMES.txt)")
+    if vocab == len(CHARS):  # the chess vocabulary: a text tokenizer has more than 256 entries
+        raise MoexError(f"{', '.join(map(str, data))}: text needs a text model; {checkpoint} is a chess model (the "
+                        f"{len(CHARS)}-character vocabulary): browse it with --games GAMES.txt")
     rows, decode_one = text_rows(model, data, cfg.max_tokens, cfg.window)
     vocab = vocab or model.model.config.vocab_size
     return Corpus("text", [list(map(int, r)) for r in rows], cfg.window, decode_one, vocab=vocab)
@@ -291,7 +292,7 @@ def feature_pages(corpus: Corpus, st: FeatureStats, extras: dict[str, Any] | Non
         index.update(best_f1=[], best_bsp=[])
     top_scores, top_ids, top_acts = st.top.scores.numpy(), st.top.ids.numpy(), st.top.acts.numpy()
     freq, fmax, hist = st.frequency.numpy(), st.f_max.numpy(), st.histogram.numpy().astype(int)
-    for f in tqdm(range(st.width), desc="feature pages", disable=not progress):
+    for f in progress_bar(range(st.width), desc="feature pages", disable=not progress):
         tops = [window_record(corpus, top_ids[j, f], top_scores[j, f], top_acts[j, f], nw)
                 for j in range(top_scores.shape[0]) if top_scores[j, f] > 0]
         page: dict[str, Any] = {"id": f, "of": st.width, "kind": corpus.kind, "f_max": _r(fmax[f]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import add_settings, settings_of
+from ..cliutil import add_command, add_settings, settings_of
 
 
 def cmd_browse(args: argparse.Namespace) -> None:
@@ -24,7 +24,7 @@ def cmd_browse(args: argparse.Namespace) -> None:
 
 
 def add_browse_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("browse", help="a static site of a layer's features (and experts): boards, text, scores")
+    p = add_command(sub, "browse")
     p.add_argument("--checkpoint", required=True, help="moex run directory, or a Hugging Face model directory (text)")
     p.add_argument("--games", help="chess games.txt (the first train_fraction label the BSPs)")
     p.add_argument("--data", nargs="+", help="text files or a moex text data directory")

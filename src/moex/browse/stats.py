@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..interp.sites import Site, collect
 
@@ -147,7 +147,7 @@ def feature_stats(site: Site, rows: Sequence[Sequence[int]], window: int, top: i
     n_first = len(rows) if fmax_rows is None else fmax_rows
     if positions is not None:
         st.at_positions = PositionFeatures(site.width)
-    bar = tqdm(total=2 * len(rows), desc="feature statistics", unit=" rows", disable=not progress)
+    bar = progress_bar(total=2 * len(rows), desc="feature statistics", unit=" rows", disable=not progress)
     for chunk in collect(site, rows, batch=batch, device=device, length=length):
         f, mask = chunk.features.cpu(), chunk.mask.cpu()
         valid = f[mask]
@@ -224,7 +224,7 @@ def expert_stats(reader, rows: Sequence[Sequence[int]], layer: int, window: int,
     counts, occ = torch.zeros(n_exp, vocab), torch.zeros(vocab)
     best = TopWindows(top, n_exp, window)
     n_tokens, units = 0, 0
-    for lo in tqdm(range(0, len(rows), batch), desc="expert statistics", disable=not progress):
+    for lo in progress_bar(range(0, len(rows), batch), desc="expert statistics", disable=not progress):
         part = rows[lo:lo + batch]
         ids = torch.zeros(len(part), length, dtype=torch.long)
         mask = torch.zeros(len(part), length, dtype=torch.bool)

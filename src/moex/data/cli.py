@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from ..cliutil import add_settings, cpus, settings_of
+from ..cliutil import add_command, add_settings, cpus, settings_of
 from ..errors import MoexError
 
 
@@ -77,7 +77,7 @@ def cmd_text_tokenizer(args: argparse.Namespace) -> None:
 
 
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build training and evaluation data")
+    p = add_command(sub, "data")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     chess_p = dsub.add_parser("chess", help="chess games: import, generate, build blocks, labels")
     csub = chess_p.add_subparsers(dest="chess_cmd", required=True)

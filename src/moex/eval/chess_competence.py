@@ -102,7 +102,8 @@ def format_chess_eval(result: dict[str, Any], name: str = "model") -> str:
     phases = list(lm["greedy"]["by_phase"])
     lines = [f"# Chess competence of {name}\n",
              f"## Legal-move rate ({lm['n_prefixes']} prefixes of {lm['n_games']} held-out games)\n",
-             "| writer | legal | illegal | unparsable | the game's move | " + " | ".join(phases) + " |",
+             "| writer | legal | illegal | unparsable | the game's move | "
+             + " | ".join(f"{ph} (n = {lm['greedy']['by_phase'][ph]['n']})" for ph in phases) + " |",
              "|---|---|---|---|---|" + "---|" * len(phases)]
     for key, label in (("greedy", "model, greedy"), ("sampled", f"model, sampled (T = {lm['temperature']})"),
                        ("chance", "random characters (chance)")):

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol
 import chess
 import chess.engine
 import numpy as np
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..config import Config, ConfigError
 from ..data.chess.selfplay import StockfishMissing, open_stockfish, opening_moves, read_openings  # noqa: F401 (re-exported)
@@ -212,7 +212,7 @@ def play_match(player: Player, cfg: MatchConfig, opponent: Opponent | None = Non
                 games.append(g)
     own = opponent is None
     opponent = opponent or Opponent(cfg)
-    bar = tqdm(total=len(games), desc=f"games ({player.name})", unit="game", disable=not progress)
+    bar = progress_bar(total=len(games), desc=f"games ({player.name})", unit="game", disable=not progress)
     try:
         active = [g for g in games if not finish(g, cfg.max_plies)]
         while active:

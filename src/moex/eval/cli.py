@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cliutil import add_command
 from ..errors import MoexError
 
 
@@ -45,7 +46,7 @@ def cmd_chess(args: argparse.Namespace) -> None:
 
 
 def add_eval_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate language models")
+    p = add_command(sub, "eval")
     esub = p.add_subparsers(dest="eval_cmd", required=True)
     s = esub.add_parser("ppl", help="sliding-window perplexity (text) or LAMBADA accuracy + perplexity")
     s.add_argument("--checkpoint", nargs="+", required=True,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import chess
 import torch
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..data.chess.transcript import move_spans
 from ..data.chess.vocab import CHARS, STOI, decode, encode
@@ -170,7 +170,7 @@ def score_writer(writer: MoveWriter, prefixes: Sequence[Prefix], temperature: fl
                  progress: bool = False) -> dict[str, Any]:
     chunk = 256
     texts: list[str] = []
-    for lo in tqdm(range(0, len(prefixes), chunk), desc=f"legal moves (T={temperature:g})", unit="chunk",
+    for lo in progress_bar(range(0, len(prefixes), chunk), desc=f"legal moves (T={temperature:g})", unit="chunk",
                    disable=not progress):
         part = prefixes[lo:lo + chunk]
         texts += writer([p.prompt for p in part], [temperature] * len(part))

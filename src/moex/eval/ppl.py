@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..artifacts import write_json
 from ..data.loader import DataError
@@ -80,7 +80,7 @@ def sliding_window_nll(model, tokens: list[int] | np.ndarray, stride: int | None
     groups: dict[int, list[tuple[int, int, int]]] = {}
     for w in wins:
         groups.setdefault(w[1] - w[0], []).append(w)
-    bar = tqdm(total=len(wins), desc="windows", disable=not progress)
+    bar = progress_bar(total=len(wins), desc="windows", disable=not progress)
     for length, ws in groups.items():
         for i in range(0, len(ws), batch_size):
             chunk = ws[i: i + batch_size]
@@ -103,7 +103,7 @@ def lambada(model, passages: list[str], device: str = "cpu", progress: bool = Fa
     tok = tokenizer or TextTokenizer()
     model.eval()
     correct, total = 0, 0.0
-    for text in tqdm(passages, desc="lambada", disable=not progress):
+    for text in progress_bar(passages, desc="lambada", disable=not progress):
         context, _, word = text.strip().rpartition(" ")
         if not context:
             raise DataError(f"LAMBADA passage without a last word to predict: {text[:60]!r}")

@@ -33,6 +33,7 @@ from ..config import Config, ConfigError
 from ..data.chess.blocks import build_blocks
 from ..data.chess.importer import read_games
 from ..data.chess.selfplay import SelfPlayConfig, generate_games
+from ..data.chess.transcript import distinct_openings
 from ..data.loader import BlockData
 from ..errors import Interrupted, MoexError
 from ..eval.chess_competence import ChessEvalConfig, evaluate_chess, headline
@@ -95,6 +96,7 @@ class Scale(Config):
     games: int = 300  # self-play training games
     eval_games: int = 60
     nodes: int = 100  # Stockfish nodes per White move
+    random_plies: int = 2  # self-play games open with this many uniformly random plies (varied openings)
     steps: int = 40
     up_steps: int = 20
     batch_size: int = 8
@@ -171,13 +173,13 @@ SCALES: dict[str, Scale] = {
 
 def prepare_chess_data(out: Path, games: int, eval_games: int, ctx: int, nodes: int = 200, seed: int = 0,
                        engine: str = "auto", workers: int = 0, games_dir: str | None = None,
-                       eval_file: str | None = None) -> tuple[Path, Path, str]:
+                       eval_file: str | None = None, random_plies: int = 2) -> tuple[Path, Path, str]:
     """Self-play (or given: ``games_dir``'s games.txt) training games -> blocks, and held-out evaluation games
     (self-play, or ``eval_file``: a games.txt none of whose games is a training game). Reuses what exists.
 
     Returns (blocks directory, evaluation games.txt, the self-play engine)."""
     workers = workers or len(os.sched_getaffinity(0))
-    sp = SelfPlayConfig(engine=engine, nodes=nodes)
+    sp = SelfPlayConfig(engine=engine, nodes=nodes, random_plies=random_plies)
     train_games = Path(games_dir) if games_dir else out / "games" / "train"
     eval_dir = out / "games" / "eval"
     if eval_file:
@@ -304,22 +306,36 @@ COMPETENCE_NOTE = ("Legal moves: share of greedy next moves that are legal after
                    "number {move}).\n")
 
 
-ROW_NOTES = {
-    "table1": "Rows: Switch (neither) and MoE-X (both) are upcycled from the dense GELU model; \"neither\" and "
-              "\"both\" name their Table 3 ablation (neither: linear top-k router, GELU experts; both: sparsity "
-              "router, ReLU experts). The other rows are trained from scratch.",
-    "table3": "Rows: neither = Switch (linear top-k router, GELU experts); router only = the sparsity router with "
-              "GELU experts; ReLU only = ReLU experts with the linear router; both = MoE-X (sparsity router, ReLU "
-              "experts). All upcycled from the dense GELU model.",
-    "table4": "Rows: GELU = the dense model; dense continued = the dense model trained up_steps more; MoE-X from "
-              "scratch = MoE-X trained steps + up_steps from random weights; MoE-X upcycled = from the dense model.",
+ROW_NOTES = {  # what each row is; a table's note names only the rows it prints
+    "gelu": "GELU = the dense model",
+    "switch": "Switch (neither) = linear top-k router, GELU experts",
+    "moex-gelu-sparsity": "router only = the sparsity router with GELU experts",
+    "moex-relu-linear": "ReLU only = ReLU experts with the linear router",
+    "moex": "MoE-X (both) = sparsity router, ReLU experts",
+    "dense-continued": "dense continued = the dense model trained up_steps more",
+    "moex-scratch": "MoE-X from scratch = MoE-X trained steps + up_steps from random weights",
 }
+
+
+def rows_note(chosen: list[Row]) -> str:
+    """The note under a table: what its rows are and how each was trained."""
+    named = [ROW_NOTES[r.name] for r in chosen if r.name in ROW_NOTES]
+    upcycled = [r.label.split(" (")[0] for r in chosen if r.init == "upcycle"]
+    note = "Rows: " + "; ".join(named) + "." if named else ""
+    if upcycled:
+        names = ", ".join(upcycled[:-1]) + " and " + upcycled[-1] if len(upcycled) > 1 else upcycled[0]
+        note += f" {names} {'is' if len(upcycled) == 1 else 'are'} upcycled from the dense GELU model."
+    if any(r.init == "scratch" and r.name not in ("gelu", "moex-scratch") for r in chosen):
+        note += " The other rows are trained from scratch."
+    return note.strip()
 
 
 def preamble(results: dict[str, Any]) -> str:
     """What every table shares: the scale, the layer, the definitions of the columns."""
     head = (f"Scale {results['scale']} ({results['reduced']}); seed {results['seed']}; layer {results['layer']}; "
-            f"{results['eval_games']} held-out evaluation games. Coverage and reconstruction as Karvonen's code "
+            f"{results['eval_games']} held-out evaluation games"
+            + (f"; the training games open in {results['train_openings']} different ways (first two plies)"
+               if results.get("train_openings") else "") + ". Coverage and reconstruction as Karvonen's code "
             "computes them (one threshold for all BSPs; F1 pooled over boards); B.2 / B.3: the paper appendix's "
             "definitions as written (a threshold per BSP; the mean per-board F1). f_max over the train half of the "
             "games.\n")
@@ -351,8 +367,7 @@ def table_bodies(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
                          f"{competence_cells(r)} | {_fmt(r['coverage'])} | {_fmt(r['reconstruction'])} | "
                          f"{_fmt(r.get('coverage_per_bsp'))} | {_fmt(r.get('reconstruction_per_board'))} | "
                          f"{r['mean_l0']:.1f} | {r['features']} |")
-        if table in ROW_NOTES:
-            lines += ["", ROW_NOTES[table]]
+        lines += ["", rows_note(chosen)]
         lines += ["", f"The paper's {title.split(' (')[0]} for the same rows (8 layers, d 512, 60k steps of batch 100 on "
                       "millions of games; not comparable in scale):", "",
                   "| model | val loss | coverage | reconstruction |", "|---|---|---|---|"]
@@ -403,6 +418,7 @@ class ExperimentSetup:
     device: str
     master: bool
     barrier: Callable[[], None]
+    openings: int  # distinct first two plies of the training games
 
 
 def setup_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
@@ -422,16 +438,17 @@ def setup_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0
     master, barrier = distributed()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     data_args = (out, sc.games, sc.eval_games, make_config(sc.preset).ctx, sc.nodes, seed, engine, workers, games_dir,
-                 eval_file)
+                 eval_file, sc.random_plies)
     if master:
         prepare_chess_data(*data_args)
     barrier()
     blocks, eval_path, engine = prepare_chess_data(*data_args)  # now only finds what rank 0 made
     tcfg = {**sc.train, "batch_size": sc.batch_size, "data": str(blocks), "seed": seed + 1337,
             "device": device, "ckpt_interval": max(10, min(sc.steps, sc.up_steps) // 2)}
+    train_file = (Path(games_dir) if games_dir else out / "games" / "train") / "games.txt"
     return ExperimentSetup(sc, scale if isinstance(scale, str) else "custom", out, blocks,
                            read_games(eval_path)[:sc.eval_games],
-                           engine, tcfg, dev, master, barrier)
+                           engine, tcfg, dev, master, barrier, distinct_openings(read_games(train_file)))
 
 
 def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int = 0, engine: str = "auto",
@@ -465,7 +482,7 @@ def run_chess_experiment(out: str | Path, scale: str | Scale = "tiny", seed: int
                           "the same command again") from None
     if not master:
         return {}
-    return report(out, sc, name, seed, dev, len(eval_games), blocks, time.time() - t0)
+    return report(out, sc, name, seed, dev, len(eval_games), blocks, time.time() - t0, setup.openings)
 
 
 def rows_and_sae(setup: ExperimentSetup, wanted_names: list[str], seed: int) -> None:
@@ -518,7 +535,7 @@ def run_demo(out: str | Path = "moex-demo", seed: int = 0, engine: str = "auto",
 
 
 def report(out: Path, sc: Scale, scale: str, seed: int, dev: str, n_eval: int, blocks: Path,
-           seconds: float) -> dict[str, Any]:
+           seconds: float, openings: int | None = None) -> dict[str, Any]:
     """Router analysis of the finished MoE rows, then ``results.json``, the tables and the plot."""
     runs, rows_dir = out / "runs", out / "rows"
     analyses = {}
@@ -528,7 +545,7 @@ def report(out: Path, sc: Scale, scale: str, seed: int, dev: str, n_eval: int, b
             analyses[name] = router_analysis(model, blocks, default_layer(model), dev)
     rows = [json.loads((rows_dir / f"{r}.json").read_text()) for r in [x.name for x in ROWS] + ["sae"]
             if (rows_dir / f"{r}.json").exists()]
-    results = {"scale": scale, "reduced": sc.reduced, "seed": seed, "eval_games": n_eval,
+    results = {"scale": scale, "reduced": sc.reduced, "seed": seed, "eval_games": n_eval, "train_openings": openings,
                "layer": rows[0]["layer"] if rows else None, "device": dev,
                "gpu": torch.cuda.get_device_name() if dev == "cuda" else None, "torch": torch.__version__,
                "rows": rows, "paper": PAPER,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import add_settings, renamed_flag, settings_of
+from ..cliutil import add_command, add_settings, renamed_flag, settings_of
 from ..errors import MoexError
 
 
@@ -49,7 +49,7 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     from .chess import SCALES
     from .studies import STUDIES
 
-    p = sub.add_parser("experiment", help="reproduce the papers' experiments")
+    p = add_command(sub, "experiment")
     esub = p.add_subparsers(dest="experiment_cmd", required=True)
     s = esub.add_parser("chess", help="Tables 1, 3, 4 + SAE row + router analysis on chess")
     s.add_argument("--scale", choices=list(SCALES), default="tiny")
@@ -67,8 +67,7 @@ def add_experiment_commands(sub: argparse._SubParsersAction) -> None:
     add_settings(s, SCALE_KEYS)
     s.set_defaults(func=cmd_experiment_chess)
 
-    p = sub.add_parser("demo", help="small end-to-end run: data, dense GELU, Switch and MoE-X upcycled from it, "
-                                    "Table-1-style comparison (the experiment's 'demo' scale)")
+    p = add_command(sub, "demo")
     p.add_argument("--out", default="moex-demo")
     run_options(p)
     add_settings(p, SCALE_KEYS + " (e.g. steps=300 games=2000)")

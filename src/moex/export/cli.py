@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cliutil import add_command
+
 
 def cmd_export_hf(args: argparse.Namespace) -> None:
     from .hf_export import export_hf
@@ -14,7 +16,7 @@ def cmd_export_hf(args: argparse.Namespace) -> None:
 
 
 def add_export_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a moex model in another ecosystem's layout")
+    p = add_command(sub, "export")
     esub = p.add_subparsers(dest="export_cmd", required=True)
     s = esub.add_parser("hf", help="a Hugging Face model directory (weights, config, tokenizer, modeling code) "
                                    "that transformers loads without moex")

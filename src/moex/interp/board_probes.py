@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..data.chess.labels import BoardLabels, board_labels, eval_positions
 from ..data.chess.vocab import encode
@@ -148,7 +148,7 @@ def board_probes(model: GPT, games: list[str], train_fraction: float = 0.5, laye
     lab_tr, lab_te = subset(labels, train), subset(labels, ~train)
     wanted = range(model.cfg.n_layer) if layers is None else layers
     per_layer = {}
-    for layer in tqdm(wanted, desc="board probes", unit="layer", disable=not progress):
+    for layer in progress_bar(wanted, desc="board probes", unit="layer", disable=not progress):
         if not 0 <= layer < model.cfg.n_layer:
             raise ValueError(f"layer {layer} out of range: the model has layers 0..{model.cfg.n_layer - 1}")
         x = resid[layer]

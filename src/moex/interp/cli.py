@@ -6,7 +6,8 @@ import argparse
 
 import numpy as np
 
-from ..cliutil import add_settings, settings_of
+from ..cliutil import add_command, add_settings, settings_of
+from ..errors import MoexError
 
 
 def cmd_chess(args: argparse.Namespace) -> None:
@@ -43,12 +44,25 @@ def cmd_chess_features(args: argparse.Namespace) -> None:
           f"(+ .fmax.npy)")
 
 
+def load_matrix(path: str) -> np.ndarray:
+    """A ``.npy`` array, or one error line naming the file."""
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise MoexError(f"{path}: not a .npy file (save the features with numpy.save, one row per position)")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise MoexError(f"{path}: not a .npy array of features ({str(e).splitlines()[0][:100]})") from None
+
+
 def cmd_chess_score(args: argparse.Namespace) -> None:
     from ..artifacts import write_json
     from ..data.chess.importer import read_games
     from .chess_eval import score_features
 
-    res = score_features(read_games(args.games), np.load(args.features), np.load(args.fmax) if args.fmax else None,
+    res = score_features(read_games(args.games), load_matrix(args.features), load_matrix(args.fmax) if args.fmax else None,
                          args.train_fraction, device=args.device)
     res.update(features=str(args.features))
     write_json(args.out, res)
@@ -69,7 +83,7 @@ def cmd_sae_train(args: argparse.Namespace) -> None:
 
 
 def add_sae_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sae", help="sparse-autoencoder baseline on the residual stream")
+    p = add_command(sub, "sae")
     ssub = p.add_subparsers(dest="sae_cmd", required=True)
     s = ssub.add_parser("train", help="train an SAE on the residual stream after a layer")
     s.add_argument("--checkpoint", required=True)
@@ -84,7 +98,7 @@ def add_sae_commands(sub: argparse._SubParsersAction) -> None:
 
 def add_interp_commands(sub: argparse._SubParsersAction) -> None:
     add_sae_commands(sub)
-    p = sub.add_parser("interp", help="interpretability metrics")
+    p = add_command(sub, "interp")
     isub = p.add_subparsers(dest="interp_cmd", required=True)
 
     def site_args(s: argparse.ArgumentParser) -> None:

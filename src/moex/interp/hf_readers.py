@@ -81,6 +81,11 @@ class HFModel(Reader):
         self.kinds = [self._kind(i) for i in range(len(self.layers))]
         self.checked: set[int] = set()  # MoE layers whose reading has checked itself
 
+    @property
+    def max_len(self) -> int | None:
+        config = self.model.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", **kw: Any) -> "HFModel":
         from transformers import AutoModelForCausalLM

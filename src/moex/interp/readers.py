@@ -176,6 +176,11 @@ class Reader:
     def n_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def max_len(self) -> int | None:
+        """The longest token sequence the model takes (None: no limit known)."""
+        return None
+
     def check_layer(self, layer: int) -> int:
         if not 0 <= layer < self.n_layers:
             raise MoexError(f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}")
@@ -196,6 +201,10 @@ class MoexReader(Reader):
         self.model, self.name = model.eval(), f"moex GPT (mlp={model.cfg.mlp})"
         self.layers = list(model.h)
         self.kinds = ["moe" if isinstance(b.mlp, MoE) else "dense" for b in self.layers]
+
+    @property
+    def max_len(self) -> int:
+        return self.model.cfg.ctx
 
     def width(self, layer: int) -> int:
         return self.model.cfg.code_width

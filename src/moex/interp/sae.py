@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..artifacts import (
     CFG_JSON,
@@ -168,7 +168,7 @@ def train_sae(model: GPT, data, cfg: SAEConfig, device: str = "cpu", progress: b
     with torch.no_grad():
         sae.b_dec.copy_(first.median(dim=0).values)  # geometric-median-like init
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    bar = tqdm(range(steps), desc=f"sae {cfg.kind}", disable=not progress)
+    bar = progress_bar(range(steps), desc=f"sae {cfg.kind}", disable=not progress)
     for _ in bar:
         x = next(batches)
         loss, stats = sae.loss(x)

@@ -63,6 +63,15 @@ class ModelConfig(Config):
 
     def validate(self) -> None:
         kind = mlp_kind(self.mlp)
+        for key in ("vocab_size", "n_layer", "n_head", "d_model", "ctx", "d_mlp", "topk_k", "n_experts", "moe_top_k",
+                    "moe_heads", "d_key"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
+        for key in ("geglu_hidden", "d_expert"):  # 0: derived from d_mlp
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 0 (0: derived from d_mlp)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
         if self.d_model % self.n_head:
             raise ConfigError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if self.gelu_approx not in ("none", "tanh"):

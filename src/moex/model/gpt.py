@@ -251,6 +251,12 @@ class GPT(nn.Module):
     def mlp_layers(self) -> list[MLPLayer]:
         return [b.mlp for b in self.h]
 
+    def track_stats(self, on: bool) -> None:
+        """Whether the MLP layers keep the statistics of their forward passes (``MLPLayer.stats``): a trainer turns
+        them on for the steps it logs only, since counting active units copies the whole activation."""
+        for mlp in self.mlp_layers():
+            mlp.track_stats = on
+
     def moe_layers(self) -> list[nn.Module]:
         from .moe import MoE
 

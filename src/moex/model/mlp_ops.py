@@ -48,12 +48,35 @@ def dense_hidden(kind: str, pre: Tensor, topk_k: int, gelu_approx: str) -> Tenso
     raise ValueError(f"dense MLP kind {kind!r} is not one of gelu, relu, topk, solu")
 
 
+ENCODER_STATS = "_moex_encoder_stats"  # the attribute of an encoder tensor that holds its cached statistics
+CACHE_ENCODER_STATS = True  # False: recompute them on every call (benchmarks/peers.py times both)
+
+
+def encoder_stats(w_enc: Tensor, unit_dim: int) -> tuple[Tensor, Tensor]:
+    """Mean and variance (M, d) of each expert's encoder over its hidden units (dimension ``unit_dim``).
+
+    Where no gradient can flow (``torch.no_grad``, evaluation, generation, every reader) they are kept per weight
+    tensor (an attribute of it, so they go with it) and reused while its version counter is unchanged: an optimizer step or a weight load writes the tensor
+    in place, which bumps the counter, and the next call computes them again. A decoding step then costs the
+    router two matrix products instead of a pass over every encoder."""
+    cacheable = CACHE_ENCODER_STATS and not (torch.is_grad_enabled() and w_enc.requires_grad)
+    key = (w_enc._version, unit_dim, w_enc.device, w_enc.dtype)
+    if cacheable:
+        hit = getattr(w_enc, ENCODER_STATS, None)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+    w = w_enc.float()
+    mu, var = w.mean(dim=unit_dim), w.var(dim=unit_dim, unbiased=False)
+    if cacheable:
+        setattr(w_enc, ENCODER_STATS, (key, mu, var))
+    return mu, var
+
+
 def sparsity_moments(x: Tensor, w_enc: Tensor, unit_dim: int, eps: float, literal: bool) -> tuple[Tensor, Tensor]:
     """mu_h = x . mu_j and s_h = sqrt(x^2 . var_j + eps) (``literal``: without the root) per token and expert: two
     (N, M) tensors from x (N, d) and the experts' encoders ``w_enc`` (M experts; mu_j and var_j (d,) are the mean and
-    variance of expert j's encoder over its hidden units, dimension ``unit_dim``), computed once per call."""
-    w = w_enc.float()
-    mu, var = w.mean(dim=unit_dim), w.var(dim=unit_dim, unbiased=False)  # (M, d) each
+    variance of expert j's encoder over its hidden units, dimension ``unit_dim``; ``encoder_stats``)."""
+    mu, var = encoder_stats(w_enc, unit_dim)  # (M, d) each
     x = x.float()
     mu_h = x @ mu.T
     s2 = (x * x) @ var.T

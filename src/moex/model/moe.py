@@ -208,9 +208,10 @@ class MoE(MLPLayer):
             )
         return ok
 
-    def _experts(self, x: Tensor, experts: Tensor, gates: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Sorted dispatch. Returns y (N, d), the hidden units z (N*k, D) and gated z in slot order
-        (token n's s-th expert at row n*k+s), and tokens per expert."""
+    def _experts(self, x: Tensor, experts: Tensor, gates: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Sorted dispatch. Returns y (N, d), the hidden units z (N*k, D) and gated z in expert order, ``inv``
+        (``z[inv]`` is in slot order: token n's s-th expert at row n*k+s; only the code needs it) and tokens per
+        expert."""
         n, k = experts.shape
         flat = experts.reshape(-1)
         order = torch.argsort(flat, stable=True)
@@ -225,14 +226,14 @@ class MoE(MLPLayer):
         inv = torch.empty_like(order)
         inv[order] = torch.arange(order.numel(), device=order.device)
         y = ys[inv].reshape(n, k, -1).sum(dim=1)
-        return y, z[inv], gated[inv], counts
+        return y, z, gated, inv, counts
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, T, d) -> (y (B, T, d), load-balance loss)."""
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         logits, experts, gates = self.route(x2)
-        y, z, _, counts = self._experts(x2, experts, gates)
+        y, z, _, _, counts = self._experts(x2, experts, gates)  # z in expert order: l0 needs no other
         aux = load_balance_loss(logits, self.aux_coef)
         if self.track_stats:
             with torch.no_grad():
@@ -246,8 +247,8 @@ class MoE(MLPLayer):
     def code(self, x: Tensor) -> WideCode:
         x2 = x.reshape(-1, x.shape[-1])
         _, experts, gates = self.route(x2)
-        _, _, gated, _ = self._experts(x2, experts, gates)
-        return WideCode(gated.reshape(x2.shape[0], self.top_k, self.d_expert), experts, self.n_experts)
+        _, _, gated, inv, _ = self._experts(x2, experts, gates)
+        return WideCode(gated[inv].reshape(x2.shape[0], self.top_k, self.d_expert), experts, self.n_experts)
 
     def decode(self, code: WideCode) -> Tensor:
         """y = W_dec z with W_dec the concatenation of the expert decoders."""

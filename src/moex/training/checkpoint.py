@@ -11,6 +11,7 @@ never leaves a half checkpoint; ``--resume`` continues from the newest complete 
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -75,9 +76,15 @@ def save_checkpoint(
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:
+    """The optimizer and random-generator state of a checkpoint: tensors and plain values only, read with
+    ``weights_only=True`` so a run directory from elsewhere cannot run code on ``moex train --resume``."""
     path = ckpt / TRAIN_STATE
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ArtifactError(f"{path}: holds Python objects beyond tensors and plain values, which moex does not "
+                            f"load (they could run code: {str(e).splitlines()[0][:120]}); delete {ckpt} to resume "
+                            "from the previous checkpoint") from None
     except Exception as e:  # a truncated or foreign file: name it instead of a pickle traceback
         raise ArtifactError(f"{path}: cannot read the training state ({type(e).__name__}: {e}); "
                             f"delete {ckpt} to resume from the previous checkpoint") from None

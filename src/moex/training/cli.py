@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import add_settings, refused_flag, settings_of
+from ..cliutil import add_command, add_settings, refused_flag, settings_of
 from ..model.config import BACKBONES
 
 
@@ -36,7 +36,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
     keys = (f"model keys: {', '.join(k for k in ModelConfig.keys() if k != 'extra')}; train keys (defaults in "
             f"moex.TrainConfig): {', '.join(TrainConfig.keys())}")
 
-    p = sub.add_parser("train", help="train a model (new run, or --resume RUN_DIR)")
+    p = add_command(sub, "train")
     p.add_argument("--preset", help=f"backbone: {', '.join(BACKBONES)} (default chess-8l)")
     p.add_argument("--mlp", help=f"MLP preset: {', '.join(mlp_presets())}")
     p.add_argument("--data", help="data directory (meta.json + train.bin/val.bin)")
@@ -48,7 +48,7 @@ def add_train_commands(sub: argparse._SubParsersAction) -> None:
                                     f"train.json: write {key}={{value}}")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("upcycle", help="an MoE run initialised from a trained dense run")
+    p = add_command(sub, "upcycle")
     p.add_argument("--from", dest="source", required=True, help="dense run directory")
     p.add_argument("--mlp", default="moex", help="MoE preset: moex, switch, ...")
     refused_flag(p, "--preset", "{flag} names the backbone in moex train; the upcycled run keeps its source's "

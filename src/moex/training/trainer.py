@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
+from ..progress import progress_bar
 
 from ..artifacts import CFG_JSON, MODEL_WEIGHTS, TRAIN_JSON, atomic_write
 from ..config import ConfigError, split_settings
@@ -237,8 +237,8 @@ class Trainer:
             state = load_train_state(ckpt) if ckpt is not None else None
             self.tcfg = tcfg
             if self.rank == 0:
-                print(f"{run_dir}: resuming from step {state['step'] if state else 0} "
-                      f"({ckpt.name if ckpt is not None else 'its initial weights'})")
+                print(f"{run_dir}: resuming from step {state['step']} ({ckpt.name})" if state else
+                      f"{run_dir}: training from its initial weights")
         elif latest_checkpoint(run_dir) is not None:
             raise MoexError(f"{run_dir} already holds checkpoints: use --resume {run_dir}, or another --out")
         tcfg, mcfg = self.tcfg, self.mcfg
@@ -297,6 +297,8 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = self.lr
         x, y = self.data.sample("train", tcfg.batch_size, self.gen)
+        nxt = self.step_count + 1  # layer statistics only on the steps that log them (evaluation never records)
+        self.model.track_stats(nxt % tcfg.log_interval == 0 or nxt % tcfg.eval_interval == 0 or nxt == tcfg.max_steps)
         loss_sum = torch.zeros((), device=device)
         aux_sum = torch.zeros((), device=device)
         for m in range(tcfg.grad_accum):
@@ -314,6 +316,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tcfg.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        self.model.track_stats(False)
         self.step_count += 1
         return loss_sum, aux_sum
 
@@ -372,7 +375,7 @@ class Trainer:
         """Restore, train to ``max_steps``; returns the last logged values."""
         self.restore()
         tcfg = self.tcfg
-        bar = tqdm(total=tcfg.max_steps, initial=self.step_count, desc=f"train {self.run_dir.name}", unit="step",
+        bar = progress_bar(total=tcfg.max_steps, initial=self.step_count, desc=f"train {self.run_dir.name}", unit="step",
                    disable=not (self.progress and self.master), dynamic_ncols=True)
         try:
             self.loop(bar)
@@ -389,7 +392,7 @@ class Trainer:
             self.checkpoint()
         return dict(self.last)
 
-    def loop(self, bar: tqdm) -> None:
+    def loop(self, bar: Any) -> None:
         """Steps until ``max_steps``, logging, evaluating and checkpointing on their intervals."""
         tcfg = self.tcfg
         t0, steps_since = time.perf_counter(), 0

@@ -20,7 +20,7 @@ from typing import IO, Iterator
 
 import chess
 import chess.pgn
-from tqdm import tqdm
+from ...progress import progress_bar
 
 from ...errors import MoexError
 from .transcript import TranscriptError, canonical, moves_to_transcript
@@ -151,7 +151,7 @@ def import_games(
     tmp = out_dir / ".games.txt.tmp"
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
-        with open(tmp, "w") as out, tqdm(desc="import", unit=" games", disable=not progress) as bar:
+        with open(tmp, "w") as out, progress_bar(desc="import", unit=" games", disable=not progress) as bar:
             for path in map(Path, inputs):
                 src, csv_input = str(path), is_csv(path)
                 items = ((csv_input, i, text) for i, text in _raw_games(path, report, column))

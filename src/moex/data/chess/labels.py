@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import chess
 import numpy as np
 
+from ...config import ConfigError
 from .transcript import TranscriptError, replay
 
 PLANE_NAMES = [f"{c}{p}" for c in ("w", "b") for p in "PNBRQK"]
@@ -84,6 +85,9 @@ def game_boards(transcript: str, n_positions: int, where: str) -> np.ndarray:
 
 def board_labels(games: list[str], max_chars: int = 256, max_positions: int = 20) -> BoardLabels:
     """Labels for every evaluation position of every game, in game order then position order."""
+    if max_chars < 2 or max_positions < 1:
+        raise ConfigError(f"max_chars={max_chars}, max_positions={max_positions}: need max_chars >= 2 and "
+                         "max_positions >= 1")
     game_idx, chars, boards = [], [], []
     for g, t in enumerate(games):
         pos = eval_positions(t, max_chars, max_positions)

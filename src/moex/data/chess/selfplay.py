@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import chess
 import chess.engine
-from tqdm import tqdm
+from ...progress import progress_bar
 
 from ...config import Config, ConfigError
 from .importer import open_text
@@ -44,6 +44,7 @@ class SelfPlayConfig(Config):
     movetime: float = 0.01  # exact_recipe only
     max_plies: int = 400
     opening_fraction: float = 0.3
+    random_plies: int = 0  # the first plies (after any opening line) uniformly random: varied openings
     exact_recipe: bool = False
     stockfish_path: str | None = None
     engine_timeout: float = 20.0  # seconds for Stockfish to answer UCI at start-up
@@ -51,8 +52,13 @@ class SelfPlayConfig(Config):
     def validate(self) -> None:
         if self.engine not in ("auto", "stockfish", "random"):
             raise ConfigError(f"engine={self.engine!r} must be auto, stockfish or random")
-        if self.nodes < 1 or self.max_plies < 1 or not 0 <= self.opening_fraction <= 1 or self.engine_timeout <= 0:
-            raise ConfigError("nodes, max_plies and engine_timeout must be positive and opening_fraction in 0..1")
+        for key in ("nodes", "max_plies", "engine_timeout"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be positive")
+        if not 0 <= self.opening_fraction <= 1:
+            raise ConfigError(f"opening_fraction={self.opening_fraction}: must be in 0..1")
+        if not 0 <= self.random_plies < self.max_plies:
+            raise ConfigError(f"random_plies={self.random_plies}: must be in 0..max_plies-1 ({self.max_plies - 1})")
 
     def resolved(self) -> "SelfPlayConfig":
         """``engine=auto`` made concrete: Stockfish when it is installed, else the random player (said)."""
@@ -183,9 +189,13 @@ class Player:
                 board.push(m)
                 moves.append(m)
         level = black_level(rng)
+        random_until = len(moves) + self.cfg.random_plies
         while not board.is_game_over() and len(moves) < self.cfg.max_plies:
             lvl = 20 if board.turn == chess.WHITE else level
-            m = self.engine_move(board, lvl, rng, game_id=(seed, index))
+            if len(moves) < random_until:
+                m = rng.choice(list(board.legal_moves))
+            else:
+                m = self.engine_move(board, lvl, rng, game_id=(seed, index))
             board.push(m)
             moves.append(m)
         return moves_to_transcript(moves)
@@ -224,7 +234,7 @@ def generate_games(
     openings = openings or []
     results: dict[int, str] = {}
     tasks = [(seed, i) for i in range(n_games)]
-    bar = tqdm(total=n_games, desc=f"self-play ({cfg.engine})", unit=" games", disable=not progress)
+    bar = progress_bar(total=n_games, desc=f"self-play ({cfg.engine})", unit=" games", disable=not progress)
     if workers <= 1:
         _init_worker(cfg, openings)
         try:

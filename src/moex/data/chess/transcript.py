@@ -95,3 +95,8 @@ def move_spans(transcript: str, where: str = "transcript") -> tuple[list[MoveSpa
                                   f"{san}: {e}") from None
         spans.append(MoveSpan(start, end, len(spans), san, move.uci(), fen))
     return spans, board.fen()
+
+
+def distinct_openings(transcripts: list[str], plies: int = 2) -> int:
+    """How many different first ``plies`` half-moves the games open with (``;1.e4 e5`` is one opening of 2)."""
+    return len({tuple(t.split(" ")[:plies]) for t in transcripts})

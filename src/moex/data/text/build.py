@@ -21,7 +21,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ...progress import progress_bar
 
 from ...artifacts import write_json
 from ..loader import DataError
@@ -195,6 +195,10 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
         raise DataError("no sources given")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if shard_tokens < block:
+        raise DataError(f"shard_tokens={shard_tokens}: a shard must hold at least one block ({block} tokens)")
+    if block < 2:
+        raise DataError(f"block={block}: a block needs at least 2 tokens (an input and its target)")
     if tokenizer is not None and not (Path(tokenizer) / "tokenizer.json").is_file():
         raise DataError(f"{tokenizer}: no tokenizer.json there (make one with `moex data text tokenizer`)")
     tok = load_tokenizer(tokenizer)
@@ -208,7 +212,7 @@ def build_text(sources: list[str], out: str | Path, *, column: str = "text", val
     n_docs = 0
     documents = read_sources(sources, column, hf_split, max_docs)
     init = dict(initializer=_use_tokenizer, initargs=(None if tokenizer is None else str(tokenizer),))
-    with tqdm(desc="tokenising", unit=" docs", disable=not progress) as bar, \
+    with progress_bar(desc="tokenising", unit=" docs", disable=not progress) as bar, \
             Pool(workers, **init) if workers > 1 else nullcontext() as pool:  # the bar ends its line on an error
         tokenized = pool.imap(_tokenize, documents, chunksize=16) if pool else map(_tokenize, documents)
         for i, tokens in enumerate(tokenized):

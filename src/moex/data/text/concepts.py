@@ -90,6 +90,31 @@ def read_conllu(path: str | Path) -> list[LabelledText]:
     return out
 
 
+MAX_CHARS = 300  # characters of each text that a concept set reads
+
+
+def text_pieces(text: str, max_chars: int = MAX_CHARS) -> list[str]:
+    """A long text cut into pieces of at most ``max_chars`` characters at line breaks (a longer line at spaces,
+    or anywhere when it has none), so a whole file becomes many probe texts rather than its first characters."""
+    pieces: list[str] = []
+    cur = ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > max_chars:
+            cut = line.rfind(" ", 0, max_chars) + 1 or max_chars
+            if cur:
+                pieces.append(cur)
+                cur = ""
+            pieces.append(line[:cut])
+            line = line[cut:]
+        if len(cur) + len(line) > max_chars:
+            pieces.append(cur)
+            cur = ""
+        cur += line
+    if cur:
+        pieces.append(cur)
+    return [p for p in pieces if p.strip()]
+
+
 def regex_labels(texts: list[str], patterns: dict[str, str]) -> list[LabelledText]:
     """Each text with the spans of every match of each concept's pattern labelled by the concept's name."""
     compiled = {}
@@ -103,10 +128,12 @@ def regex_labels(texts: list[str], patterns: dict[str, str]) -> list[LabelledTex
 
 
 def concept_sets(labelled: list[LabelledText], tokenize: Tokenize = gpt2_offsets, concepts: list[str] | None = None,
-                 max_chars: int = 300, max_tokens: int = 5000, seed: int = 0) -> dict[str, ConceptSet]:
+                 max_chars: int = MAX_CHARS, max_tokens: int = 5000, seed: int = 0,
+                 max_len: int | None = None) -> dict[str, ConceptSet]:
     """Token-level probe sets, one per concept (every label seen, or ``concepts``). Texts are cut to their
-    first ``max_chars`` characters. A token is positive when its characters overlap a span of the concept;
-    negatives are drawn at random, as many as positives, from the same text's other tokens."""
+    first ``max_chars`` characters and their tokens to the first ``max_len`` (the model's context). A token is
+    positive when its characters overlap a span of the concept; negatives are drawn at random, as many as
+    positives, from the same text's other tokens."""
     rng = np.random.default_rng(seed)
     names = concepts or sorted({s[2] for lt in labelled for s in lt.spans})
     sets = {c: ConceptSet(c) for c in names}
@@ -116,6 +143,7 @@ def concept_sets(labelled: list[LabelledText], tokenize: Tokenize = gpt2_offsets
         if not ids:
             continue
         ends = list(starts[1:]) + [len(text)]
+        ids, starts, ends = ids[:max_len], starts[:max_len], ends[:max_len]
         for c, cs in sets.items():
             if cs.n_positive + cs.n_negative >= max_tokens:
                 continue
