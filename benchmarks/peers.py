@@ -148,6 +148,7 @@ def moe_layer_vs_qwen3(d: int, rounds: int, tokens: int) -> dict:
     torch.manual_seed(0)
     cfg = make_config("tiny", "moex", d_model=d, d_mlp=8 * d, n_head=max(1, d // 32))
     ours = GPT(cfg).h[0].mlp
+    ours.track_stats = False  # as the trainer runs a step it does not log
     e, k, d_exp = cfg.n_experts, cfg.moe_top_k, ours.d_expert
     qcfg = Qwen3MoeConfig(hidden_size=d, moe_intermediate_size=d_exp, num_experts=e, num_experts_per_tok=k,
                           norm_topk_prob=True, num_hidden_layers=1, num_attention_heads=max(1, d // 32))

@@ -152,7 +152,7 @@ def chess_site(chess_run, chess_games_dir, tmp_path_factory):
 
     ev = tmp_path_factory.mktemp("chess_eval")
     res = evaluate_chess(GPT.from_pretrained(chess_run), read_games(chess_games_dir / "games.txt")[:20],
-                         ChessEvalConfig(prefixes=40, play=True), MatchConfig(levels=[-2], games=1, max_plies=10),
+                         ChessEvalConfig(prefixes=40, play=True), MatchConfig(levels=[-2], games_per_level=1, max_plies=10),
                          device="cpu", progress=False)
     write_chess_eval(res, ev, str(chess_run))
     out = tmp_path_factory.mktemp("site") / "chess"

@@ -165,7 +165,7 @@ def replays_to_record(record):
 
 @needs_stockfish
 def test_games_against_stockfish_replay_with_python_chess():
-    cfg = MatchConfig(levels=[0], games=1, movetime=0.01, max_plies=120)
+    cfg = MatchConfig(levels=[0], games_per_level=1, movetime=0.01, max_plies=120)
     records = play_match(RandomPlayer(0), cfg, progress=False) + play_match(FirstLegalPlayer(), cfg, progress=False)
     records += play_match(WriterPlayer(ModelWriter(tiny_model())), cfg, progress=False)
     assert len(records) == 6
@@ -177,7 +177,7 @@ def test_games_against_stockfish_replay_with_python_chess():
 
 def test_match_against_the_random_mover_needs_no_stockfish_and_uses_openings(tmp_path):
     (tmp_path / "openings.csv").write_text("opening\n1.e4 e5 2.Nf3 Nc6\n1.d4 d5\n")
-    cfg = MatchConfig(levels=[-2], games=2, colors="black", max_plies=60, openings=str(tmp_path / "openings.csv"),
+    cfg = MatchConfig(levels=[-2], games_per_level=2, colors="black", max_plies=60, openings=str(tmp_path / "openings.csv"),
                       stockfish_path="/nonexistent/stockfish")
     records = play_match(RandomPlayer(1), cfg, progress=False)
     assert [r["transcript"][:10] for r in records] == [";1.e4 e5 2", ";1.d4 d5 2"]
@@ -193,7 +193,7 @@ def test_missing_stockfish_is_a_clear_error():
 
 
 @pytest.mark.parametrize("bad,match", [({"levels": [21]}, "levels"), ({"levels": []}, "levels"),
-                                       ({"games": 0}, "at least 1"), ({"colors": "red"}, "colors"),
+                                       ({"games_per_level": 0}, "games_per_level=0: must be at least 1"), ({"colors": "red"}, "colors"),
                                        ({"movetime": 0}, "movetime"), ({"baselines": ["gm"]}, "baselines")])
 def test_match_config_errors(bad, match):
     with pytest.raises(ConfigError, match=match):
@@ -287,7 +287,7 @@ def test_board_probes_of_an_untrained_model_stay_near_the_move_baseline(games):
 # composition, CLI ------------------------------------------------------------------------------------
 def test_evaluate_chess_report_and_headline(games):
     res = evaluate_chess(tiny_model(), games[:20], ChessEvalConfig(prefixes=50, probes=True, play=True),
-                         MatchConfig(levels=[-2], games=1, max_plies=20, baselines=["first-legal"]), device="cpu",
+                         MatchConfig(levels=[-2], games_per_level=1, max_plies=20, baselines=["first-legal"]), device="cpu",
                          progress=False)
     h = headline(res)
     assert h["legal_move_rate"] == res["legal_moves"]["greedy"]["legal_rate"] and "probe_accuracy" in h

@@ -65,3 +65,19 @@ def test_the_perplexities_are_ppl_json():
     quoted = dict(re.findall(r"(dense|top-1|top-2|top-4|MoE-X) (\d+\.\d)", README[README.index("Perplexity on"):README.index("(`results/text/cpu/ppl.md`)")]))
     names = {"dense": "dense", "top-1": "top1", "top-2": "top2", "top-4": "top4", "MoE-X": "moex"}
     assert quoted == {k: f"{ppl[v]:.1f}" for k, v in names.items()}
+
+
+def test_the_demo_spread_quoted_in_the_readme_is_the_committed_seeds():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "demo"))
+    from spread import committed_runs
+
+    runs = committed_runs()
+    assert sorted(r["seed"] for r in runs) == [0, 1, 2]
+    readme = (ROOT.parent / "README.md").read_text().replace("\n", " ")
+    for name, label in (("gelu", "GELU"), ("switch", "Switch"), ("moex", "MoE-X")):
+        vals = [next(x for x in r["rows"] if x["name"] == name)["legal_move_rate"] for r in runs]
+        assert f"{min(vals):.1%} - {max(vals):.1%} for {label}" in readme
+    cov = [max(v) - min(v) for v in zip(*[[x["coverage"] for x in r["rows"]] for r in runs])]
+    assert f"coverage by up to {max(cov):.3f}" in readme

@@ -46,7 +46,7 @@ EXAMPLES = {
     "upcycle": "moex upcycle --from runs/gelu --mlp moex --out runs/moex-up max_steps=1000",
     "eval ppl": "moex eval ppl --checkpoint runs/lm --data wikitext-2-valid.txt --out eval/ppl.json",
     "eval chess": "moex eval chess --checkpoint runs/gelu --games data/eval/games.txt --out eval/gelu play=true "
-                  "levels=[0,1,2] games=10",
+                  "levels=[0,1,2] games_per_level=10",
     "sae train": "moex sae train --checkpoint runs/gelu --data data/blocks --layer 6 --out sae/gelu d_sae=4096",
     "interp chess": "moex interp chess --checkpoint runs/moex --games data/eval/games.txt --layer 6 --out moex.json",
     "interp chess-features": "moex interp chess-features --checkpoint runs/moex --games data/eval/games.txt "

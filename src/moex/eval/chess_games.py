@@ -42,12 +42,12 @@ def skill_elo(level: int) -> float | None:
 
 @dataclass
 class MatchConfig(Config):
-    """A match: each player against each level, ``games`` games per level and colour."""
+    """A match: each player against each level, ``games_per_level`` games per level and colour."""
 
     label: ClassVar[str] = "match"
 
     levels: list = field(default_factory=lambda: [0])  # Stockfish skill levels (-2..20)
-    games: int = 4  # per level and colour
+    games_per_level: int = 4  # games per level and colour
     colors: str = "both"  # white | black | both: the colours the player plays
     movetime: float = 0.05  # Stockfish seconds per move
     max_attempts: int = 5
@@ -62,8 +62,9 @@ class MatchConfig(Config):
         if bad or not self.levels:
             raise ConfigError(f"levels={self.levels}: Stockfish skill levels are integers -2..20 (-1: skill 0 at "
                               "depth 1; -2: random mover)")
-        if self.games < 1 or self.max_attempts < 1 or self.max_plies < 1:
-            raise ConfigError("games, max_attempts and max_plies must be at least 1")
+        for key in ("games_per_level", "max_attempts", "max_plies"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1")
         if self.colors not in ("white", "black", "both"):
             raise ConfigError(f"colors={self.colors!r} must be white, black or both")
         if not self.movetime > 0:
@@ -204,7 +205,7 @@ def play_match(player: Player, cfg: MatchConfig, opponent: Opponent | None = Non
     games = []
     for level in cfg.levels:
         for color in colors:
-            for i in range(cfg.games):
+            for i in range(cfg.games_per_level):
                 g = GameState(level, color)
                 if openings:
                     for m in opening_moves(openings[i % len(openings)]):

@@ -74,6 +74,6 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     s.add_argument("--out", help="directory for chess_eval.json and chess_eval.md (default: print only)")
     add_settings(s, "prefixes=1000, temperature=1.0, probes=true, play=false, seed=0; with play=true: "
-                    "levels=[0], games=4 (per level and colour), colors=both, movetime=0.05, max_attempts=5, "
+                    "levels=[0], games_per_level=4, colors=both, movetime=0.05, max_attempts=5, "
                     "max_plies=300, openings=FILE, stockfish_path=PATH, baselines=[\"random\",\"first-legal\"]")
     s.set_defaults(func=cmd_chess)

@@ -99,13 +99,20 @@ class MLPLayer(nn.Module):
         """Kind-specific fields of the parameter summary; ``detail`` is its one-line description."""
         return {}
 
+    @property
+    def recording(self) -> bool:
+        """Whether this forward pass keeps statistics: ``track_stats`` on and gradients enabled (training); never
+        in evaluation, generation or capture passes, which run under ``torch.no_grad``."""
+        return self.track_stats and torch.is_grad_enabled()
+
     def record(self, **stats: Tensor) -> None:
-        """Keep detached statistics of this forward pass (cheap tensors; read at log time only)."""
+        """Keep detached statistics of this forward pass (cheap tensors; read at log time only). Callers compute
+        them only when ``recording``."""
         if self.track_stats:
             self.last_stats = {k: v.detach() for k, v in stats.items()}
 
     def record_l0(self, hidden: Tensor) -> None:
-        if self.track_stats:
+        if self.recording:
             with torch.no_grad():
                 self.record(l0=(hidden != 0).sum(dim=-1).float().mean())
 

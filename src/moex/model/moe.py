@@ -235,7 +235,7 @@ class MoE(MLPLayer):
         logits, experts, gates = self.route(x2)
         y, z, _, _, counts = self._experts(x2, experts, gates)  # z in expert order: l0 needs no other
         aux = load_balance_loss(logits, self.aux_coef)
-        if self.track_stats:
+        if self.recording:
             with torch.no_grad():
                 probs = torch.softmax(logits.detach(), dim=-1)
                 self.record(tokens_per_expert=counts.float(), l0=(z != 0).sum(dim=-1).float().mean(),

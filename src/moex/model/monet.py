@@ -128,7 +128,7 @@ class MonetMLP(MLPLayer):
             hidden = (self.act(self.u(x)).unflatten(-1, (self.n, -1)),)  # (N, E, m)
         z = monet_code(g1, g2, hidden)
         aux = sum(load_balance_loss(lg[:, h], self.aux_coef) for lg in (l1, l2) for h in range(self.heads))
-        if self.track_stats:
+        if self.recording:
             with torch.no_grad():  # entropy of each head's gate over its half-experts, both sets
                 g = torch.stack((g1, g2)).float()
                 entropy = -(g * torch.log(g.clamp_min(1e-12))).sum(-1).mean()

@@ -123,7 +123,7 @@ class PEER(MLPLayer):
     def forward(self, x: Tensor) -> tuple[Tensor, None]:
         shape = x.shape
         code = self._code(x.reshape(-1, shape[-1]))
-        if self.track_stats:  # l0: retrieved (head, slot) pairs with a non-zero activation
+        if self.recording:  # l0: retrieved (head, slot) pairs with a non-zero activation
             with torch.no_grad():
                 self.record(l0=(code.values != 0).sum(dim=(1, 2)).float().mean())
         return self.dropout(self.decode(code).reshape(shape)), None
