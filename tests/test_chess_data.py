@@ -140,7 +140,10 @@ def test_csv_import_and_missing_column(tmp_path, capsys):
 def test_import_of_nothing_fails_clearly(tmp_path, capsys):
     (tmp_path / "empty.pgn").write_text("")
     assert main(["data", "chess", "import", str(tmp_path / "empty.pgn"), "--out", str(tmp_path / "o")]) == 2
-    assert "no game was imported" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("moex:")]
+    assert len(errors) == 1 and "no game was imported" in errors[0] and "empty.pgn: no games found" in errors[0]
+    assert not (tmp_path / "o").exists()  # nothing left behind
 
 
 def test_labels_equal_python_chess_boards(chess_games_dir):

@@ -81,3 +81,18 @@ def test_the_demo_spread_quoted_in_the_readme_is_the_committed_seeds():
         assert f"{min(vals):.1%} - {max(vals):.1%} for {label}" in readme
     cov = [max(v) - min(v) for v in zip(*[[x["coverage"] for x in r["rows"]] for r in runs])]
     assert f"coverage by up to {max(cov):.3f}" in readme
+
+
+def test_what_the_demo_says_of_its_spread_is_the_committed_seeds():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "demo"))
+    from spread import committed_runs
+
+    from moex.experiments.chess import DEMO_SPREAD
+
+    runs = committed_runs()
+    spreads = {key: max(max(v) - min(v) for v in zip(*[[x[key] for x in r["rows"]] for r in runs]))
+               for key in ("legal_move_rate", "coverage")}
+    assert f"up to {100 * spreads['legal_move_rate']:.1f} points" in DEMO_SPREAD
+    assert f"coverage by up to {spreads['coverage']:.3f}" in DEMO_SPREAD

@@ -13,16 +13,18 @@ import io
 import json
 import multiprocessing
 import re
+import shutil
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
 import chess
 import chess.pgn
-from ...progress import progress_bar
 
 from ...errors import MoexError
+from ...progress import progress_bar
 from .transcript import TranscriptError, canonical, moves_to_transcript
 from .vocab import find_bad_char
 
@@ -145,6 +147,7 @@ def import_games(
         if not path.is_file():
             raise MoexError(f"{path} not found" if not path.exists() else f"{path} is not a file")
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     report = ImportReport()
     seen: dict[bytes, tuple[str, int]] = {}  # a game in two files (e.g. two players' collections) is kept once
@@ -173,6 +176,15 @@ def import_games(
     finally:
         if pool:
             pool.close()
+        if report.imported == 0:  # nothing to keep: no empty games.txt or skipped.jsonl left behind
+            tmp.unlink(missing_ok=True)
+            if created:
+                shutil.rmtree(out_dir, ignore_errors=True)
+    if report.imported == 0:
+        why = [f"{f['source']}: {f['reason']}" for f in report.failed_files]
+        reasons = Counter(e["reason"].split(" (")[0] for e in report.skipped)
+        why += [f"{n} skipped: {r}" for r, n in reasons.most_common(3)]
+        raise MoexError(f"no game was imported ({'; '.join(why) or 'the inputs hold no game'})")
     tmp.replace(out_dir / "games.txt")
     with open(out_dir / "skipped.jsonl", "w") as f:
         for entry in report.skipped + [{**e, "game": None} for e in report.failed_files]:
