@@ -134,7 +134,7 @@ def test_missing_checkpoints_and_outputs_that_are_files_are_one_line_errors(tmp_
 def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_errors(tmp_path, capsys):
     """Negative or zero sizes, outputs that are files, a binary input and a broken engine: one `moex: error:`
     line naming the thing, exit 2, nothing written."""
-    from conftest import SHAKESPEARE
+    from conftest import REPO, SHAKESPEARE
 
     games = tmp_path / "games.txt"
     games.write_text(";1.e4 e5 2.Nf3 Nc6 3.Bb5 a6\n;1.d4 d5 2.c4 e6\n")
@@ -143,6 +143,7 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
     (tmp_path / "afile").write_text("mine")
     (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
     afile, text = str(tmp_path / "afile"), str(SHAKESPEARE)
+    text_run = str(REPO / "results" / "text" / "cpu" / "runs" / "dense")  # the committed text model
     hangs, dies = tmp_path / "hangs.sh", tmp_path / "dies.sh"  # "engines" that never answer UCI / exit at once
     hangs.write_text("#!/bin/sh\nsleep 600\n")
     dies.write_text("#!/bin/sh\necho garbage\nexit 3\n")
@@ -180,6 +181,10 @@ def test_bad_sizes_and_outputs_of_the_data_and_training_commands_are_one_line_er
          "not a .npy file"),
         (["data", "chess", "generate", "--games", "2", "--out", str(tmp_path / "g"), "max_plies=0"],
          "max_plies=0: must be positive"),
+        (["autointerp", "--checkpoint", text_run, "--data", str(tmp_path / "binary.txt"), "--layer", "1", "--out",
+          str(tmp_path / "ai")], "binary.txt: looks binary"),
+        (["probe", "--model", text_run, "--regex", "n=\\d", "--texts", str(tmp_path / "binary.txt"), "--out",
+          str(tmp_path / "pr")], "binary.txt: looks binary"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -256,10 +256,10 @@ def test_expert_auto_interpretation_with_the_small_offline_llm(text_runs):
 
 
 def test_a_long_text_is_cut_into_pieces_at_line_breaks():
-    from moex.data.text.concepts import text_pieces
+    from moex.data.text.concepts import bounded_pieces
 
     text = "".join(f"line {i} has the number {i * 7}\n" for i in range(200)) + "x" * 700 + "\n" + "word " * 150
-    pieces = text_pieces(text, max_chars=300)
+    pieces = bounded_pieces(text, max_chars=300)
     assert "".join(pieces) == text  # nothing lost, nothing added
     assert all(len(p) <= 300 for p in pieces) and len(pieces) >= len(text) // 300
     assert all(p.endswith("\n") for p in pieces[:10])  # cut at line ends where lines are short

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, read_conllu, regex_labels, text_pieces
+from ..data.text.build import sniff_text
+from ..data.text.concepts import ConceptSet, Tokenize, concept_sets, read_conllu, regex_labels, bounded_pieces
 from ..data.text.tokenizer import gpt2_offsets
 from ..errors import MoexError
 from ..plotting import pyplot, save_figure
@@ -205,7 +206,10 @@ def run_probe(model: str | Path, out: str | Path, conllu: list[str] = (), regex:
     reader, tokenize = load_reader(model, tokenizer)
     labelled = [s for f in conllu for s in read_conllu(f)]
     if regex:
-        docs = [piece for t in texts for piece in text_pieces(Path(t).read_text(errors="replace"))]
+        docs = []
+        for t in texts:
+            sniff_text(t)
+            docs += bounded_pieces(Path(t).read_text(errors="replace"))
         if not docs:
             raise MoexError("regex concepts need --texts (plain text or code files)")
         labelled += regex_labels(docs, regex)

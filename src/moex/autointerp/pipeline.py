@@ -14,6 +14,7 @@ import numpy as np
 
 from ..artifacts import read_json, read_output, write_json
 from ..config import Config
+from ..data.text.build import sniff_text
 from ..errors import MoexError
 from ..plotting import pyplot, save_figure
 from .cache import cache_activations, iter_rows
@@ -110,6 +111,8 @@ def text_rows(model: Any, data: list[str], max_tokens: int, window: int, bos: bo
 
 
 def text_pieces(path: Path, piece_chars: int) -> Iterator[str]:
+    """A text file streamed in pieces of about ``piece_chars`` characters (whole lines), after ``sniff_text``."""
+    sniff_text(path)
     buf: list[str] = []
     size = 0
     with open(path, encoding="utf-8", errors="replace") as f:

@@ -46,6 +46,17 @@ def _check_text(path: Path, data: bytes) -> str:
         raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
+def sniff_text(path: str | Path) -> None:
+    """The checks of ``_check_text`` on the first 64 KiB of a file (cut at a line end), for readers that stream
+    a file rather than load it: an empty, binary or non-UTF-8 file is one error naming it."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read(65536)
+    if len(data) == 65536 and b"\n" in data:
+        data = data[: data.rfind(b"\n") + 1]
+    _check_text(path, data)
+
+
 def read_text_file(path: Path) -> Iterator[Document]:
     yield Document(str(path), _check_text(path, path.read_bytes()))
 

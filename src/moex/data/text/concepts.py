@@ -93,7 +93,7 @@ def read_conllu(path: str | Path) -> list[LabelledText]:
 MAX_CHARS = 300  # characters of each text that a concept set reads
 
 
-def text_pieces(text: str, max_chars: int = MAX_CHARS) -> list[str]:
+def bounded_pieces(text: str, max_chars: int = MAX_CHARS) -> list[str]:
     """A long text cut into pieces of at most ``max_chars`` characters at line breaks (a longer line at spaces,
     or anywhere when it has none), so a whole file becomes many probe texts rather than its first characters."""
     pieces: list[str] = []
