@@ -285,8 +285,11 @@ def test_bad_input(tmp_path):
     with pytest.raises(MoexError, match="feature ids \\[99999\\] out of range: the site has 4096 features"):
         run_autointerp(model, [str(text)], tmp_path / "o", llm, layer=0, feature_ids=[99999], cfg=cfg, progress=False)
     (tmp_path / "empty.txt").write_text("")
-    with pytest.raises(MoexError, match="fewer tokens than one row of 64"):
+    with pytest.raises(MoexError, match="empty.txt: the file is empty"):
         run_autointerp(model, [str(tmp_path / "empty.txt")], tmp_path / "o", llm, layer=0, cfg=cfg, progress=False)
+    (tmp_path / "short.txt").write_text("a few words\n")
+    with pytest.raises(MoexError, match="fewer tokens than one row of 64"):
+        run_autointerp(model, [str(tmp_path / "short.txt")], tmp_path / "o", llm, layer=0, cfg=cfg, progress=False)
     with pytest.raises(MoexError, match="context 64 is shorter than the window of 128"):
         run_autointerp(model, [str(text)], tmp_path / "o", llm, layer=0, cfg=AutointerpConfig(window=128),
                        progress=False)

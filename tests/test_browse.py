@@ -438,3 +438,46 @@ def test_cli_parses_and_reports(chess_run, chess_games_dir, tmp_path, capsys):
     assert main(["browse", "--checkpoint", str(chess_run), "--games", str(chess_games_dir / "games.txt"),
                  "--out", str(tmp_path / "s"), "layer=3"]) == 2
     assert "moex: error: browse settings: unknown browse key(s) 'layer'" in capsys.readouterr().err
+
+
+@needs_chromium
+def test_corpus_tokens_and_explanations_holding_markup_render_as_text(text_runs, tmp_path):
+    """Text from a corpus, its tokens and an LLM's explanation are shown as text, never run as markup: a page
+    built from HTML and script in all three neither executes them nor grows their elements."""
+    from moex.autointerp.pipeline import AutointerpConfig, run_autointerp
+
+    attack = "document.title='PWNED'"
+    corpus = tmp_path / "markup.txt"
+    corpus.write_text("".join(f"line {i} <script>{attack}</script> and <img src=x onerror=\"{attack}\"> ends\n"
+                              for i in range(300)))
+
+    class Scripted:
+        name = "scripted"
+
+        def complete(self, messages):
+            asked = re.search(r"Answer \((\d+) values\)", messages[-1]["content"])
+            if asked:
+                return "[" + ", ".join("1" for _ in range(int(asked.group(1)))) + "]"
+            return f"[EXPLANATION]: <b>bold</b><script>{attack}</script><img src=x onerror=\"{attack}\">"
+
+    model = GPT.from_pretrained(text_runs / "moex")
+    cfg = AutointerpConfig(window=16, n_explain=3, per_decile=1, n_deciles=2, n_negative=2, max_tokens=6000,
+                           scorer="list")
+    out = tmp_path / "site"
+    build_site(text_runs / "moex", out, data=[str(corpus)], layer=1, cfg=BrowseConfig(max_tokens=3000, window=16),
+               progress=False)
+    index = read_site_data(out / "data" / "index.js")
+    f = int(np.argmin(np.abs(np.array(index["features"]["frequency"]) - 0.1)))  # fires on some windows, not all
+    run_autointerp(model, [str(corpus)], tmp_path / "ai", Scripted(), layer=1, feature_ids=[f], cfg=cfg,
+                   progress=False)
+    build_site(text_runs / "moex", out, data=[str(corpus)], layer=1, autointerp=tmp_path / "ai",
+               cfg=BrowseConfig(max_tokens=3000, window=16), progress=False)
+    assert "<script>" in read_site_data(out / "data" / "features" / f"{f}.js")["explanation"]  # kept as said
+    for page in (f"feature.html?id={f}", "index.html?q=bold"):  # the index filtered to the explained feature
+        dom = dump_dom(page_url(out, page))
+        title = re.search(r"<title>(.*?)</title>", dom, re.S)
+        assert "PWNED" not in (title.group(1) if title else "")  # no script of the data ran
+        assert "<b>bold</b>" not in dom and '<img src="x"' not in dom and f"<script>{attack}" not in dom
+        assert "&lt;b&gt;bold&lt;/b&gt;" in dom  # the explanation, shown as its text
+    dom = dump_dom(page_url(out, f"feature.html?id={f}"))
+    assert "&lt;" in dom and "onerror" in dom  # the corpus's markup, shown as its characters
