@@ -437,7 +437,7 @@ def test_synthetic_features_fire_exactly_where_their_rule_holds():
 
 
 def test_a_judge_that_reads_passes_and_an_always_yes_judge_is_flagged(tmp_path):
-    from moex.autointerp.judge_check import JudgeError, check_judge, judge_line, require_passed
+    from moex.autointerp.judge_check import JudgeError, check_judge, judge_flag, judge_line, require_passed
     from moex.data.text.tokenizer import decode
 
     one = lambda t: decode([t])  # noqa: E731
@@ -450,6 +450,20 @@ def test_a_judge_that_reads_passes_and_an_always_yes_judge_is_flagged(tmp_path):
     assert bad["balanced_accuracy"] == 0.5 and "FAILED" in judge_line(bad)
     with pytest.raises(JudgeError, match="--require-judge"):
         require_passed(bad)
+
+    class Prose:  # never answers in the format: nothing it says can be scored
+        name = "prose"
+
+        def complete(self, messages):
+            return "I would rather not say."
+
+    mute = check_judge(Prose(), wiki_rows(), one, mode="list")
+    assert not mute["passed"] and mute["balanced_accuracy"] is None and mute["negative_yes_rate"] is None
+    line = judge_line(mute)
+    assert line.startswith("judge check not scored (none of its") and "0.00" not in line and "%" not in line
+    assert judge_flag(mute) == " (judge not scored)"
+    with pytest.raises(JudgeError, match="not scored"):
+        require_passed(mute)
 
 
 def test_autointerp_summaries_carry_the_judge_and_the_baselines(text_runs, tmp_path, capsys):

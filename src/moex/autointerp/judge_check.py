@@ -135,14 +135,21 @@ def check_judge(llm: Any, rows: Iterable[list[int]], decode: Callable[[int], str
         features.append({"feature": name, "explanation": by_name[name].explanation, "wrong": wrong.explanation,
                          "balanced_accuracy": t["balanced_accuracy"], "wrong_balanced_accuracy": w["balanced_accuracy"],
                          "auc": t.get("auc"), "wrong_auc": w.get("auc"), "failed": t["failed"] + w["failed"],
+                         "answered": t["n"] + w["n"],
                          "negative_yes_rate": float(np.mean([a.prediction for a in neg])) if neg else None,
                          "true_wins": t["balanced_accuracy"] > w["balanced_accuracy"]})
+    judge = getattr(llm, "name", type(llm).__name__)
+    if not any(f["answered"] for f in features):  # fallback values are not the judge's answers: say so
+        failed = sum(f["failed"] for f in features)
+        return {"judge": judge, "scorer": mode, "passed": False, "win_rate": None, "balanced_accuracy": None,
+                "negative_yes_rate": None, "features": features, "config": asdict(cfg),
+                "unscored": f"none of its {failed} answers could be read"}
     win_rate = float(np.mean([f["true_wins"] for f in features]))
     balanced = float(np.mean([f["balanced_accuracy"] for f in features]))
     yes_neg = float(np.mean([a.prediction for a in negatives_true])) if negatives_true else 1.0
     passed = (win_rate >= cfg.min_win_rate and balanced >= cfg.min_balanced_accuracy
               and yes_neg <= cfg.max_negative_yes_rate)
-    return {"judge": getattr(llm, "name", type(llm).__name__), "scorer": mode, "passed": passed,
+    return {"judge": judge, "scorer": mode, "passed": passed,
             "win_rate": win_rate, "balanced_accuracy": balanced, "negative_yes_rate": yes_neg,
             "features": features, "config": asdict(cfg)}
 
@@ -153,6 +160,8 @@ def judge_line(check: dict[str, Any] | None) -> str:
         return "judge not checked"
     if "skipped" in check:
         return f"judge not checked, its scores unverified ({check['skipped']})"
+    if "unscored" in check:
+        return f"judge check not scored ({check['unscored']}): its scores unverified"
     verdict = "passed" if check["passed"] else "FAILED: its scores below carry no information"
     return (f"judge check {verdict} (true explanation beats a wrong one on {check['win_rate']:.0%} of "
             f"{len(check['features'])} synthetic features, balanced accuracy {check['balanced_accuracy']:.2f}, "
@@ -163,6 +172,8 @@ def judge_flag(check: dict[str, Any] | None) -> str:
     """The mark that follows an LLM score in every table: empty for a judge that passed (or no LLM)."""
     if not check or check["passed"]:
         return ""
+    if "unscored" in check:
+        return " (judge not scored)"
     return " (judge not checked)" if "skipped" in check else " (judge failed)"
 
 
