@@ -244,3 +244,38 @@ def test_cli_judge_check_of_an_endpoint(tmp_path, capsys):
         assert err.startswith("moex: error: judge check FAILED") and err.count("\n") == 1 and srv.calls == 32
     assert main(["autointerp", "judge", "--llm", "openai:http://127.0.0.1:9/v1:m"]) == 2
     assert "usage: moex autointerp judge" in capsys.readouterr().err
+
+
+def test_a_reply_without_1_or_0_among_its_logprobs_is_one_unreadable_answer():
+    """A well-formed reply whose top log-probabilities hold neither "1" nor "0" (as llama.cpp's server sends
+    for a judge that starts with another token) is counted unreadable, asked once, never retried."""
+    from moex.autointerp.examples import FeatureExamples, Window
+    from moex.autointerp.scoring import detection
+
+    other = json.dumps({"choices": [{"message": {"role": "assistant", "content": "The"}, "logprobs": {"content": [
+        {"token": "The", "logprob": -0.1, "top_logprobs": [{"token": "The", "logprob": -0.1}]}]}}]}).encode()
+    ex = FeatureExamples(0, [], [Window(i, [1, 2], [1.0, 0.0], 0) for i in range(3)],
+                         [Window(10 + i, [3, 4], [0.0, 0.0], -1) for i in range(3)])
+    with Server(lambda n: logprob_body(-0.2, -1.9) if n % 2 else other) as srv:
+        llm = load_llm(f"openai:{srv.url}:m", cfg=LLMConfig(logprobs=True, retries=3))
+        answers, failures = detection(llm, "x", ex, lambda t: f" t{t}", mode="probability", concurrency=1)
+        assert srv.calls == 6  # one request per example: the unusable replies were not retried
+    assert sum(a.prediction is None for a in answers) == 3 and sum(failures.values()) == 3
+
+
+def test_an_endpoint_that_stops_answering_is_given_up_on_within_retries_times_timeout():
+    """Requests queued behind one that exhausted its retries fail at once: 24 prompts at concurrency 4 against a
+    server that never answers end after about (retries + 1) x timeout + backoff (here 2 x 1 s + 1 s), not
+    after every queued request has run its own retries (6 rounds of that, about 18 s)."""
+    from moex.autointerp.examples import FeatureExamples, Window
+    from moex.autointerp.scoring import detection
+
+    ex = FeatureExamples(0, [], [Window(i, [1, 2], [1.0, 0.0], 0) for i in range(12)],
+                         [Window(20 + i, [3, 4], [0.0, 0.0], -1) for i in range(12)])
+    with Server(lambda n: None, hang=5) as srv:
+        llm = load_llm(f"openai:{srv.url}:m", cfg=LLMConfig(timeout=1.0, retries=1))
+        t0 = time.perf_counter()
+        with pytest.raises(LLMError, match="no answer within 1 s"):
+            detection(llm, "x", ex, lambda t: f" t{t}", per_prompt=1, concurrency=4)
+        elapsed = time.perf_counter() - t0
+    assert elapsed < 2 * (2 * 1.0 + 1.0), elapsed  # within twice one round of retries

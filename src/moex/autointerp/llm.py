@@ -68,9 +68,11 @@ def _json_body(raw: bytes) -> Any:
         raise ValueError(f"a body that is not JSON: {_snippet(raw)}") from None
 
 
-def reply_yes_probability(raw: bytes) -> float:
+def reply_yes_probability(raw: bytes) -> float | None:
     """P("1") / (P("1") + P("0")) from the first generated token's ``top_logprobs`` of a chat-completions
-    response body (tokens compared after stripping spaces); ``ValueError`` when neither answer is listed."""
+    response body (tokens compared after stripping spaces); None when neither answer is listed (a well-formed
+    reply with no usable answer: one unreadable answer, not a fault to retry); ``ValueError`` for a body
+    without top_logprobs."""
     body = _json_body(raw)
     try:
         top = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
@@ -79,7 +81,7 @@ def reply_yes_probability(raw: bytes) -> float:
         raise ValueError(f"JSON without choices[0].logprobs.content[0].top_logprobs: {_snippet(raw)}") from None
     p = {a: sum(math.exp(lp) for tok, lp in pairs if tok == a) for a in ("1", "0")}
     if p["1"] + p["0"] == 0:
-        raise ValueError(f"neither '1' nor '0' among the top log-probabilities: {_snippet(raw)}")
+        return None
     return p["1"] / (p["1"] + p["0"])
 
 
@@ -105,6 +107,7 @@ class OpenAIChat:
         self.max_tokens, self.retries, self.timeout = cfg.max_reply_tokens, cfg.retries, cfg.timeout
         self.logprobs = cfg.logprobs  # scoring_mode uses yes_probability only when the endpoint gives them
         self.name = f"openai:{base_url}:{model}"
+        self.gave_up: LLMError | None = None  # set when a request fails after its retries: the rest fail at once
 
     def _request(self, body: dict[str, Any], read=reply_content) -> Any:
         """The reply (``read`` from the body: its text by default); every failure is retried, the last one
@@ -115,6 +118,8 @@ class OpenAIChat:
             headers["Authorization"] = f"Bearer {self.key}"
         delay = 1.0
         for attempt in range(self.retries + 1):
+            if self.gave_up is not None:  # another request already gave up on this endpoint: do not queue behind it
+                raise self.gave_up
             try:
                 req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
@@ -133,7 +138,8 @@ class OpenAIChat:
                 problem = str(e)
             if attempt == self.retries:
                 tries = self.retries + 1
-                raise LLMError(f"{self.url}: {problem} (after {tries} {'try' if tries == 1 else 'tries'})")
+                self.gave_up = LLMError(f"{self.url}: {problem} (after {tries} {'try' if tries == 1 else 'tries'})")
+                raise self.gave_up
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
@@ -152,8 +158,9 @@ class OpenAIChat:
         return self._cached({"model": self.model, "messages": messages, "temperature": 0,
                              "max_tokens": self.max_tokens})
 
-    def yes_probability(self, messages: list[dict[str, str]]) -> float:
-        """P("1") / (P("1") + P("0")) of the first reply token, from the endpoint's ``top_logprobs``."""
+    def yes_probability(self, messages: list[dict[str, str]]) -> float | None:
+        """P("1") / (P("1") + P("0")) of the first reply token, from the endpoint's ``top_logprobs`` (None: neither
+        is among them)."""
         return self._cached({"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 1,
                              "logprobs": True, "top_logprobs": 10}, reply_yes_probability)
 

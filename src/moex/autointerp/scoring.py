@@ -30,8 +30,9 @@ def _run(llm: LLM, items: list[tuple[Window, int, str]], build, explanation: str
         else:
             with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
                 probs = list(pool.map(llm.yes_probability, prompts))
-        return [Answer(label, w.decile if label else min(w.decile, -1), int(p > 0.5), p)
-                for (w, label, _), p in zip(items, probs)], Counter()
+        unread = Counter({"neither '1' nor '0' among the top log-probabilities": sum(p is None for p in probs)})
+        return [Answer(label, w.decile if label else min(w.decile, -1), None if p is None else int(p > 0.5), p)
+                for (w, label, _), p in zip(items, probs)], +unread
     order = np.random.default_rng(seed).permutation(len(items))
     batches = [[items[i] for i in order[lo:lo + per_prompt]] for lo in range(0, len(order), per_prompt)]
     def ask(batch):
