@@ -117,14 +117,14 @@ def run_page(page: Path, tmp_path: Path, slow: bool = False) -> dict:
 
 
 def run_and_restore(page: Path, tmp_path: Path, slow: bool) -> None:
-    from moex.model.layer import _KINDS
+    from moex import mlp_kinds, unregister_mlp
 
-    kinds = set(_KINDS)
+    kinds = set(mlp_kinds())
     try:
         run_page(page, tmp_path, slow)
     finally:
-        for name in set(_KINDS) - kinds:  # a page that registers an MLP kind leaves the registry as it was
-            _KINDS.pop(name)
+        for name in set(mlp_kinds()) - kinds:  # a page that registers an MLP kind leaves the registry as it was
+            unregister_mlp(name)
 
 
 # what some pages' blocks must print (beyond exiting cleanly)

@@ -191,7 +191,7 @@ def test_bad_input(tmp_path):
 
 
 def test_a_kind_the_exported_code_does_not_know_is_named(tmp_path):
-    from moex.model.layer import _KINDS, register_mlp
+    from moex.model.layer import register_mlp, unregister_mlp
     from moex.model.mlp import DenseMLP
 
     class Doubled(DenseMLP):
@@ -203,7 +203,7 @@ def test_a_kind_the_exported_code_does_not_know_is_named(tmp_path):
         with pytest.raises(ExportError, match=r"mlp='doubled' \(Doubled\) cannot be exported"):
             export_hf(tmp_path / "run", tmp_path / "out")
     finally:
-        _KINDS.pop("doubled", None)
+        unregister_mlp("doubled")
     assert not (tmp_path / "out").exists()
 
 

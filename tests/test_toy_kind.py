@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import moex
 from moex import GPT, MLPLayer, TrainConfig, WideCode, make_config, register_mlp, score_chess, summarize, train
 from moex.cli import main
-from moex.model.layer import _KINDS, dense_code
+from moex.model.layer import dense_code, mlp_kinds, unregister_mlp
 
 
 class SquaredReLUMLP(MLPLayer):
@@ -53,7 +53,10 @@ class SquaredReLUMLP(MLPLayer):
 def toy_kind():
     register_mlp("toy-square", SquaredReLUMLP, {"toy-square": {}, "toy-square-narrow": {"d_mlp": 256}})
     yield
-    del _KINDS["toy-square"]
+    unregister_mlp("toy-square")
+    assert "toy-square" not in mlp_kinds()
+    with pytest.raises(KeyError, match="not registered"):
+        unregister_mlp("toy-square")
 
 
 def test_a_registered_kind_trains_summarises_and_scores(toy_kind, chess_blocks_dir, chess_games_dir, tmp_path, capsys):

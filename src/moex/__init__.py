@@ -18,7 +18,8 @@ _EXPORTS = {
     # models
     "GPT": "moex.model", "GPTOutput": "moex.model", "ModelConfig": "moex.model", "make_config": "moex.model",
     "load_model": "moex.model", "BACKBONES": "moex.model", "MLPLayer": "moex.model", "WideCode": "moex.model",
-    "register_mlp": "moex.model", "mlp_kinds": "moex.model", "mlp_presets": "moex.model", "MoE": "moex.model",
+    "register_mlp": "moex.model", "unregister_mlp": "moex.model",
+    "mlp_kinds": "moex.model", "mlp_presets": "moex.model", "MoE": "moex.model",
     "summarize": "moex.model", "summarize_config": "moex.model", "format_summary": "moex.model",
     "upcycle": "moex.model",
     # data

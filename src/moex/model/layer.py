@@ -132,6 +132,13 @@ class MLPKind:
 _KINDS: dict[str, MLPKind] = {}
 
 
+def unregister_mlp(name: str) -> None:
+    """Remove MLP kind ``name`` (and its presets) from the registry; a kind that is not registered is an error."""
+    if name not in _KINDS:
+        raise KeyError(f"MLP kind {name!r} is not registered")
+    del _KINDS[name]
+
+
 def register_mlp(name: str, cls: type[MLPLayer], presets: dict[str, dict[str, Any]] | None = None) -> MLPKind:
     """Make ``cls`` the MLP of ``mlp=name``. ``presets`` name config values for ``make_config(.., mlp=PRESET)``
     (default: one preset ``name``); each preset gets ``mlp=name`` unless it says otherwise."""
