@@ -1,8 +1,8 @@
 """Every code block of README.md, docs/*.md and results/README.md runs, page by page, in a scratch directory.
 
 A page's blocks run in order in one scratch directory that holds links to the repository's ``tests/data``,
-``results`` and ``benchmarks`` (what a reader in the repository root sees): ``python`` blocks are executed in one namespace,
-``bash`` blocks line by line, a ``moex ...`` command through ``moex.cli.main`` in this process (the function the
+``results`` and ``benchmarks`` (what a reader in the repository root sees): ``python`` blocks are executed in
+one namespace, ``bash`` blocks line by line, a ``moex ...`` command through ``moex.cli.main`` in this process (the function the
 ``moex`` script calls; one process start saved per command), anything else by bash. A block right after a line
 ``<!-- not run: REASON -->`` is skipped, and REASON must say why; a block right after ``<!-- slow -->`` runs in the slow
 tier only (``-m slow``: the page runs again, whole). ``text`` blocks are output, not code.
@@ -23,8 +23,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "results" / "README.md"]
-BLOCK = re.compile(r"(?:<!-- (?:not run: (?P<reason>[^>]*?)|(?P<slow>slow)) -->\n)?```(?P<lang>[a-z]*)\n(?P<code>.*?)```",
-                   re.S)
+BLOCK = re.compile(r"(?:<!-- (?:not run: (?P<reason>[^>]*?)|(?P<slow>slow)) -->\n)?"
+                   r"```(?P<lang>[a-z]*)\n(?P<code>.*?)```", re.S)
 SHELL = set("|&;<>$`()")  # a moex line with one of these runs in bash; globs are expanded here
 SHELL_STATE = set("$=")  # a block with a line that sets or reads a variable runs as one bash script
 
@@ -61,7 +61,8 @@ def _run_command(line: str, cwd: Path, where: str) -> None:
     if in_process(line):
         from moex.cli import main
 
-        words = [w for word in shlex.split(line) for w in (sorted(glob.glob(word, root_dir=cwd)) if "*" in word else [word])]
+        words = [w for word in shlex.split(line)
+                 for w in (sorted(glob.glob(word, root_dir=cwd)) if "*" in word else [word])]
         here = os.getcwd()
         os.chdir(cwd)
         try:

@@ -32,7 +32,8 @@ def test_lines_every_interval(monkeypatch):
         bar.update(1)
     bar.close()
     lines = out.getvalue().splitlines()
-    assert len(lines) == 1 + 200 // 30 + 1 and lines[-1].startswith("iter: 20/20")  # about one line per 30 s of 10-s steps
+    # the start, one line per 30 s of 10-s steps, the end
+    assert len(lines) == 1 + 200 // 30 + 1 and lines[-1].startswith("iter: 20/20")
 
 
 def test_a_terminal_gets_a_bar(monkeypatch):

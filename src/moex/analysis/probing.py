@@ -272,8 +272,8 @@ def format_probes(results: dict[str, Any]) -> str:
     few = [f"{name} ({c['positives']} positives)" for name, c in results["concepts"].items()
            if all(lay["best"].get(k) is None for lay in c["layers"] for k in ks)]
     if few:
-        lines.append(f"\nNot probed ('-'): {', '.join(few)}: a probe needs at least {results['min_count']} positive and "
-                     f"{results['min_count']} negative tokens (for an MoE layer, among each expert's routed tokens; "
+        lines.append(f"\nNot probed ('-'): {', '.join(few)}: a probe needs at least {results['min_count']} "
+                     f"positive and {results['min_count']} negative tokens (for an MoE layer, among each expert's routed tokens; "
                      "--min-count)")
     return "\n".join(lines) + "\n"
 

@@ -123,8 +123,9 @@ def format_chess_eval(result: dict[str, Any], name: str = "model") -> str:
             lines.append(f"| {label} | {r['state_accuracy']:.3f} | {r['pieces_accuracy']:.4f} | {r['pieces_f1']:.3f} |")
     if "match" in result:
         m = result["match"]
-        lines += ["", f"## Games against Stockfish ({m['config']['movetime']} s a move; {m['config']['games_per_level']} games "
-                      f"per level and colour; up to {m['config']['max_attempts']} tries a move)\n",
+        cfg = m["config"]
+        lines += ["", f"## Games against Stockfish ({cfg['movetime']} s a move; {cfg['games_per_level']} games "
+                      f"per level and colour; up to {cfg['max_attempts']} tries a move)\n",
                   "| player | level (approx. Elo) | games | win / draw / loss | forfeits | illegal tries (rate) | "
                   "mean plies | Elo estimate (95%) |", "|---|---|---|---|---|---|---|---|"]
         for r in m["summary"]:

@@ -62,8 +62,9 @@ def cmd_chess_score(args: argparse.Namespace) -> None:
     from ..data.chess.importer import read_games
     from .chess_eval import score_features
 
-    res = score_features(read_games(args.games), load_matrix(args.features), load_matrix(args.fmax) if args.fmax else None,
-                         args.train_fraction, device=args.device)
+    fmax = load_matrix(args.fmax) if args.fmax else None
+    res = score_features(read_games(args.games), load_matrix(args.features), fmax, args.train_fraction,
+                         device=args.device)
     res.update(features=str(args.features))
     write_json(args.out, res)
     print(f"coverage {res['coverage']:.4f}, reconstruction {res['reconstruction']:.4f} -> {args.out}")

@@ -55,10 +55,11 @@ CACHE_ENCODER_STATS = True  # False: recompute them on every call (benchmarks/pe
 def encoder_stats(w_enc: Tensor, unit_dim: int) -> tuple[Tensor, Tensor]:
     """Mean and variance (M, d) of each expert's encoder over its hidden units (dimension ``unit_dim``).
 
-    Where no gradient can flow (``torch.no_grad``, evaluation, generation, every reader) they are kept per weight
-    tensor (an attribute of it, so they go with it) and reused while its version counter is unchanged: an optimizer step or a weight load writes the tensor
-    in place, which bumps the counter, and the next call computes them again. A decoding step then costs the
-    router two matrix products instead of a pass over every encoder."""
+    Where no gradient can flow (``torch.no_grad``, evaluation, generation, every reader) they are kept on the
+    weight tensor (an attribute, so they go with it) and reused while its version counter is unchanged: an
+    optimizer step or a weight load writes the tensor in place, which bumps the counter, and the next call
+    computes them again. A decoding step then costs the router two matrix products instead of a pass over
+    every encoder."""
     cacheable = CACHE_ENCODER_STATS and not (torch.is_grad_enabled() and w_enc.requires_grad)
     key = (w_enc._version, unit_dim, w_enc.device, w_enc.dtype)
     if cacheable:

@@ -375,8 +375,8 @@ class Trainer:
         """Restore, train to ``max_steps``; returns the last logged values."""
         self.restore()
         tcfg = self.tcfg
-        bar = progress_bar(total=tcfg.max_steps, initial=self.step_count, desc=f"train {self.run_dir.name}", unit="step",
-                   disable=not (self.progress and self.master), dynamic_ncols=True)
+        bar = progress_bar(total=tcfg.max_steps, initial=self.step_count, desc=f"train {self.run_dir.name}",
+                           unit="step", disable=not (self.progress and self.master), dynamic_ncols=True)
         try:
             self.loop(bar)
         except KeyboardInterrupt:
