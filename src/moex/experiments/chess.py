@@ -173,7 +173,8 @@ SCALES: dict[str, Scale] = {
 
 def prepare_chess_data(out: Path, games: int, eval_games: int, ctx: int, nodes: int = 200, seed: int = 0,
                        engine: str = "auto", workers: int = 0, games_dir: str | None = None,
-                       eval_file: str | None = None, random_plies: int = 2) -> tuple[Path, Path, str]:
+                       eval_file: str | None = None,
+                       random_plies: int = Scale.random_plies) -> tuple[Path, Path, str]:
     """Self-play (or given: ``games_dir``'s games.txt) training games -> blocks, and held-out evaluation games
     (self-play, or ``eval_file``: a games.txt none of whose games is a training game). Reuses what exists.
 

@@ -51,9 +51,7 @@ def load_matrix(path: str) -> np.ndarray:
             raise MoexError(f"{path}: not a .npy file (save the features with numpy.save, one row per position)")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
+    except (ValueError, OSError, EOFError) as e:  # the header read, the rest truncated or malformed
         raise MoexError(f"{path}: not a .npy array of features ({str(e).splitlines()[0][:100]})") from None
 
 
